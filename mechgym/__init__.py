@@ -1,0 +1,3 @@
+"""mechgym: repeated games whose payoffs come from a mechanism, played by learning agents."""
+
+__version__ = "0.1.0"

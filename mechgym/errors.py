@@ -1,0 +1,41 @@
+"""The exception family of mechgym and diml_inverse.
+
+Every error a user can cause is a :class:`MechGymError` (a ``ValueError``), with a message that says
+what was expected, what arrived and how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MechGymError(ValueError):
+    """Base class of every error raised on bad input."""
+
+
+class UnknownEnvironmentError(MechGymError, KeyError):
+    """An environment id that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class InvalidActionError(MechGymError):
+    """Actions of the wrong shape, dtype or range."""
+
+
+class TraceDatasetError(MechGymError):
+    """A trace dataset that is malformed, empty, corrupted or does not match its environment."""
+
+
+class ConfigurationError(MechGymError):
+    """Arguments that contradict each other or the environment (sizes, names, options)."""
+
+
+def suggest(name: str, candidates: Iterable[str], what: str) -> str:
+    """Return ``"unknown {what} 'name'"`` with a "did you mean" hint and the known names."""
+    known = sorted(candidates)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown {what} {name!r}.{hint} Known: {', '.join(known) or '(none)'}."

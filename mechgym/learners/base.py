@@ -1,0 +1,81 @@
+"""The learner interface: a learning rule as pure tensor functions of a per-agent state.
+
+A learner is a frozen dataclass of hyperparameters. Its state is a tensor ``[..., A]`` per agent, so the
+same rule runs for one agent (``[A]``), a population (``[N, A]``) or many episodes at once (``[E, N, A]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from mechgym.errors import ConfigurationError, suggest
+
+
+class Learner(ABC):
+    """A learning rule: ``initial_state -> policy -> update`` with full or bandit feedback.
+
+    Subclasses are frozen dataclasses whose fields are the rule's hyperparameters.
+    """
+
+    name: ClassVar[str]
+    feedback: ClassVar[Literal["full", "bandit"]] = "full"
+
+    @abstractmethod
+    def initial_state(
+        self,
+        batch_shape: tuple[int, ...],
+        n_actions: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """The state before round 1: ``[*batch_shape, A]``."""
+
+    @abstractmethod
+    def log_policy(self, state: Tensor) -> Tensor:
+        """Log choice probabilities ``[..., A]`` given the state ``[..., A]``."""
+
+    @abstractmethod
+    def update(self, state: Tensor, counterfactual_payoffs: Tensor, actions: Tensor) -> Tensor:
+        """The next state from the counterfactual payoffs ``[..., A]`` and own played actions ``[...]``."""
+
+    def policy(self, state: Tensor) -> Tensor:
+        """Choice probabilities ``[..., A]``."""
+        return self.log_policy(state).exp()
+
+    def params(self) -> dict[str, Any]:
+        """Hyperparameters as a JSON-serialisable dict (stored in trace metadata)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"name": ..., "params": {...}}``, the inverse of :func:`learner_from_dict`."""
+        return {"name": self.name, "params": self.params()}
+
+    def replace(self, **changes: Any) -> Learner:
+        """A copy with some hyperparameters changed (e.g. ``learner.replace(beta=1.8)``)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+#: Learner classes by name; :func:`register_learner` adds more.
+LEARNERS: dict[str, type[Learner]] = {}
+
+
+def register_learner(cls: type[Learner]) -> type[Learner]:
+    """Make a learner class loadable by name from trace metadata (usable as a class decorator)."""
+    LEARNERS[cls.name] = cls
+    return cls
+
+
+def learner_from_dict(data: dict[str, Any]) -> Learner:
+    """Rebuild a learner from :meth:`Learner.to_dict` output."""
+    name = data.get("name")
+    if not isinstance(name, str) or name not in LEARNERS:
+        raise ConfigurationError(suggest(str(name), LEARNERS, "learner"))
+    try:
+        return LEARNERS[name](**data.get("params", {}))
+    except TypeError as error:
+        raise ConfigurationError(f"bad parameters for learner {name!r}: {error}") from None

@@ -1,0 +1,57 @@
+"""Per-agent policies: any :class:`Learner` playing one agent's seat in a PettingZoo loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from mechgym.learners.base import Learner
+from mechgym.random import sample_categorical, uniforms
+
+
+class LearnerPolicy:
+    """One agent running a learning rule, drawing from the same counter-based numbers as :func:`mechgym.rollout`.
+
+    Args:
+        learner: The learning rule.
+        n_actions: Actions available to the agent.
+        agent_index: The agent's position ``i`` in ``possible_agents``.
+        seed: The rollout seed.
+        episode: Episode index (the draw of round ``t`` is ``uniforms(seed, episode, t, agent_index)``).
+
+    Example:
+        >>> policies = {a: LearnerPolicy(LogitQ(), 6, i, seed=0) for i, a in enumerate(env.possible_agents)}
+        >>> actions = {a: p.act() for a, p in policies.items()}
+        >>> _, _, _, _, infos = env.step(actions)
+        >>> for a, p in policies.items(): p.observe(infos[a]["counterfactual_payoffs"], actions[a])
+    """
+
+    def __init__(self, learner: Learner, n_actions: int, agent_index: int, seed: int, episode: int = 0) -> None:
+        self.learner = learner
+        self.n_actions = int(n_actions)
+        self.agent_index = int(agent_index)
+        self.seed = int(seed)
+        self.reset(episode)
+
+    def reset(self, episode: int) -> None:
+        """Start a new episode: the initial state and round 0."""
+        self.episode = int(episode)
+        self.round = 0
+        self.state = self.learner.initial_state((), self.n_actions)
+
+    def probabilities(self) -> np.ndarray:
+        """Current choice probabilities ``[A]``."""
+        return self.learner.policy(self.state).numpy()
+
+    def act(self, observation: Any = None) -> int:
+        """Draw this round's action (the observation is not used by stateless-game learners)."""
+        u = uniforms(self.seed, self.episode, self.round, self.agent_index)
+        return int(sample_categorical(self.learner.policy(self.state), u))
+
+    def observe(self, counterfactual_payoffs: Any, action: int) -> None:
+        """Update from this round's counterfactual payoffs ``[A]`` and own action; advance the round."""
+        payoffs = torch.as_tensor(np.asarray(counterfactual_payoffs), dtype=self.state.dtype)
+        self.state = self.learner.update(self.state, payoffs, torch.tensor(int(action)))
+        self.round += 1

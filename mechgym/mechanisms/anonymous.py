@@ -1,0 +1,73 @@
+"""Anonymous count mechanism: a neural payoff of one's own action and the others' action shares (E4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mechgym.mechanisms.base import AnonymousMechanism, seeded_init
+
+
+def default_anonymous_embed_dim(n_actions: int) -> int:
+    """Reference embedding size of the anonymous count mechanism: ``min(32, max(12, A))``."""
+    return min(32, max(12, n_actions))
+
+
+class AnonymousCountMechanism(AnonymousMechanism):
+    """``u_i = f(a_i, c_-i / (N - 1))`` with ``c_-i`` the others' action counts and ``f`` the MLP
+    ``[Embedding(A, e) || shares] -> Linear(e + A, H)-ReLU-Linear(H, H)-ReLU-Linear(H, 1)``.
+
+    With the defaults this is the paper's smallest E4 ground truth (40 agents x 10 actions, e=12, H=256).
+
+    Counterfactual rows use the structure of the first layer: its pre-activation for an agent that
+    played ``o`` and deviates to ``a`` is ``W_e e(a) + W_c c / (N-1) - W_c[:, o] / (N-1) + b``, a sum of
+    a per-round, a per-own-action and a per-alternative term.
+
+    Args:
+        n_agents: Number of agents ``N``.
+        n_actions: Actions per agent ``A``.
+        embed_dim: Embedding size ``e``; ``None`` for ``min(32, max(12, A))``.
+        hidden: Hidden width ``H``.
+        seed: Seed of the initialisation.
+    """
+
+    family = "anonymous"
+
+    def __init__(
+        self,
+        n_agents: int = 40,
+        n_actions: int = 10,
+        embed_dim: int | None = None,
+        hidden: int = 256,
+        seed: int | None = 0,
+    ) -> None:
+        super().__init__(n_agents, n_actions)
+        self.embed_dim = int(embed_dim) if embed_dim is not None else default_anonymous_embed_dim(self.n_actions)
+        self.hidden = int(hidden)
+        with seeded_init(seed):
+            self.embedding = nn.Embedding(self.n_actions, self.embed_dim)
+            self.layer1 = nn.Linear(self.embed_dim + self.n_actions, self.hidden)
+            self.layer2 = nn.Linear(self.hidden, self.hidden)
+            self.layer3 = nn.Linear(self.hidden, 1)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "embed_dim": self.embed_dim, "hidden": self.hidden}
+
+    def _head(self, pre_activation: Tensor) -> Tensor:
+        return self.layer3(torch.relu(self.layer2(torch.relu(pre_activation)))).squeeze(-1)
+
+    def payoff_from_counts(self, actions: Tensor, other_counts: Tensor) -> Tensor:
+        shares = other_counts / (self.n_agents - 1)
+        embedded = self.embedding(actions).expand(*shares.shape[:-1], self.embed_dim)
+        return self._head(self.layer1(torch.cat([embedded, shares], dim=-1)))
+
+    def counterfactual_rows(self, counts: Tensor) -> Tensor:
+        e = self.embed_dim
+        weight_embed, weight_counts = self.layer1.weight[:, :e], self.layer1.weight[:, e:]
+        per_alternative = self.embedding.weight @ weight_embed.T + self.layer1.bias  # [A, H]
+        per_round = (counts / (self.n_agents - 1)) @ weight_counts.T  # [..., H]
+        per_own = weight_counts.T / (self.n_agents - 1)  # [A, H]
+        pre = per_round[..., None, None, :] - per_own[:, None, :] + per_alternative  # [..., own, alt, H]
+        return self._head(pre)

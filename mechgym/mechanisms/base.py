@@ -1,0 +1,249 @@
+"""The mechanism interface: a torch module from joint actions to every agent's payoff.
+
+Shapes: ``N`` agents, ``A`` actions per agent, ``...`` any leading batch dimensions (episodes, rounds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from mechgym.errors import ConfigurationError, InvalidActionError
+
+#: Games with at most this many joint actions evaluate counterfactuals by gathering from a payoff table.
+DEFAULT_MAX_TABLE_SIZE = 4096
+
+
+def validate_joint_actions(joint_actions: Tensor, n_agents: int, n_actions: int, where: str = "") -> None:
+    """Raise :class:`InvalidActionError` unless ``joint_actions`` is an integer tensor ``[..., N]`` in range.
+
+    Call this at boundaries (``step``, dataset load, ``fit``), not in inner loops.
+    """
+    label = f" for {where}" if where else ""
+    if not isinstance(joint_actions, Tensor):
+        raise InvalidActionError(f"joint actions{label} must be a torch tensor; got {type(joint_actions).__name__}")
+    if joint_actions.dtype.is_floating_point or joint_actions.dtype.is_complex or joint_actions.dtype == torch.bool:
+        raise InvalidActionError(
+            f"joint actions{label} must be integers (torch.long); got dtype {joint_actions.dtype}. "
+            "Convert with .long() if the values are whole numbers."
+        )
+    if joint_actions.dim() == 0 or joint_actions.shape[-1] != n_agents:
+        raise InvalidActionError(
+            f"joint actions{label} must have shape [..., {n_agents}] (one action per agent); "
+            f"got shape {tuple(joint_actions.shape)}"
+        )
+    if joint_actions.numel() == 0:
+        return
+    bad = (joint_actions < 0) | (joint_actions >= n_actions)
+    if bool(bad.any()):
+        where_bad = [int(i) for i in bad.nonzero()[0].tolist()]
+        value = int(joint_actions[tuple(where_bad)])
+        raise InvalidActionError(
+            f"actions{label} must be integers in [0, {n_actions}); got {value} at index {tuple(where_bad)} "
+            "(the last index is the agent)"
+        )
+
+
+def all_joint_actions(n_agents: int, n_actions: int, device: torch.device | str | None = None) -> Tensor:
+    """Every joint action in lexicographic order (agent 0 most significant): LongTensor ``[A**N, N]``."""
+    grids = torch.meshgrid(*[torch.arange(n_actions, device=device)] * n_agents, indexing="ij")
+    return torch.stack([g.reshape(-1) for g in grids], dim=-1)
+
+
+def gather_counterfactuals(table: Tensor, joint_actions: Tensor, n_actions: int) -> Tensor:
+    """Counterfactual payoffs ``[..., N, A]`` read from a payoff table ``[A**N, N]``.
+
+    Entry ``[..., i, a]`` is ``table[index of (a, a_-i), i]``.
+    """
+    n_agents = joint_actions.shape[-1]
+    strides = n_actions ** torch.arange(n_agents - 1, -1, -1, device=joint_actions.device)
+    index = (joint_actions * strides).sum(-1)  # [...]
+    alternatives = torch.arange(n_actions, device=joint_actions.device)
+    # index of (a, a_-i): replace agent i's digit by a
+    cf_index = index[..., None, None] + (alternatives - joint_actions[..., :, None]) * strides[:, None]
+    flat = cf_index * n_agents + torch.arange(n_agents, device=joint_actions.device)[:, None]
+    return table.reshape(-1)[flat]
+
+
+class Mechanism(nn.Module):
+    """A map from joint actions ``LongTensor[..., N]`` to payoffs ``Tensor[..., N]``.
+
+    Subclasses implement :meth:`forward`; :meth:`counterfactual_payoffs` works for every subclass by
+    enumeration and takes faster paths where the game allows it (a payoff table for small games, the
+    (own action, alternative action) rows of anonymous games).
+
+    Attributes:
+        n_agents: Number of agents ``N``.
+        n_actions: Actions per agent ``A``.
+        family: Registered name of the mechanism family (used to save and rebuild it).
+        max_table_size: Games with at most this many joint actions use the payoff-table path.
+    """
+
+    family: ClassVar[str] = ""
+    anonymous: ClassVar[bool] = False
+    max_table_size: int = DEFAULT_MAX_TABLE_SIZE
+
+    def __init__(self, n_agents: int, n_actions: int) -> None:
+        super().__init__()
+        if int(n_agents) < 2:
+            raise ConfigurationError(f"a mechanism needs at least 2 agents; got n_agents={n_agents}")
+        if int(n_actions) < 2:
+            raise ConfigurationError(f"a mechanism needs at least 2 actions; got n_actions={n_actions}")
+        self.n_agents = int(n_agents)
+        self.n_actions = int(n_actions)
+        self._frozen = False
+        self._table_cache: dict[tuple[str, torch.dtype], Tensor] = {}
+
+    # -- the interface -------------------------------------------------------------------------
+    def forward(self, joint_actions: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Payoffs ``[..., N]`` of the joint actions ``[..., N]``."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Constructor keyword arguments (JSON-serialisable) that rebuild this mechanism's architecture."""
+        return {"n_agents": self.n_agents, "n_actions": self.n_actions}
+
+    @property
+    def n_joint_actions(self) -> int:
+        """``A**N``, the size of the joint action space (a Python int, may be astronomically large)."""
+        return self.n_actions**self.n_agents
+
+    def counterfactual_payoffs(self, joint_actions: Tensor) -> Tensor:
+        """Counterfactual payoffs ``[..., N, A]``: entry ``[i, a]`` is ``M(a, a_-i)[i]`` (paper Eq. 1)."""
+        if self._use_table(joint_actions):
+            return gather_counterfactuals(self.payoff_table(), joint_actions, self.n_actions)
+        return self._structured_counterfactual_payoffs(joint_actions)
+
+    def counterfactual_payoffs_generic(self, joint_actions: Tensor) -> Tensor:
+        """Reference implementation of :meth:`counterfactual_payoffs`: one forward pass over ``[..., N, A, N]``."""
+        n, a = self.n_agents, self.n_actions
+        device = joint_actions.device
+        is_deviator = torch.eye(n, dtype=torch.bool, device=device)[:, None, :]  # [N(i), 1, N(j)]
+        alternatives = torch.arange(a, device=device)[None, :, None]  # [1, A, 1]
+        deviations = torch.where(is_deviator, alternatives, joint_actions[..., None, None, :])  # [..., N, A, N]
+        payoffs = self(deviations)  # [..., N, A, N]
+        return payoffs.diagonal(dim1=-3, dim2=-1).transpose(-1, -2)
+
+    def payoff_table(self) -> Tensor:
+        """Payoffs of every joint action, ``[A**N, N]`` in the order of :func:`all_joint_actions`.
+
+        Cached while the mechanism is frozen.
+        """
+        if self.n_joint_actions > max(self.max_table_size, 1 << 20):
+            raise ConfigurationError(
+                f"{type(self).__name__} has {self.n_actions}**{self.n_agents} joint actions: too many for a table"
+            )
+        device = self._device()
+        key = (str(device), self._dtype())
+        if self._frozen and key in self._table_cache:
+            return self._table_cache[key]
+        table = self(all_joint_actions(self.n_agents, self.n_actions, device))
+        if self._frozen:
+            self._table_cache[key] = table
+        return table
+
+    def freeze(self) -> Mechanism:
+        """Stop gradients, switch to eval mode and cache the payoff table; returns ``self``."""
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+        self.eval()
+        self._frozen = True
+        self._table_cache.clear()
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        """Whether :meth:`freeze` was called."""
+        return self._frozen
+
+    # -- helpers for subclasses ----------------------------------------------------------------
+    def _structured_counterfactual_payoffs(self, joint_actions: Tensor) -> Tensor:
+        """The fastest non-table path; the generic enumeration unless a subclass knows better."""
+        return self.counterfactual_payoffs_generic(joint_actions)
+
+    def _use_table(self, joint_actions: Tensor) -> bool:
+        n_joint = self.n_joint_actions
+        if n_joint > self.max_table_size:
+            return False
+        if self._frozen:
+            return True
+        rows = joint_actions.numel() // max(self.n_agents, 1)
+        return n_joint <= rows * self.n_agents * self.n_actions
+
+    def _device(self) -> torch.device:
+        for tensor in self.parameters():
+            return tensor.device
+        for tensor in self.buffers():
+            return tensor.device
+        return torch.device("cpu")
+
+    def _dtype(self) -> torch.dtype:
+        for tensor in self.parameters():
+            if tensor.dtype.is_floating_point:
+                return tensor.dtype
+        return torch.get_default_dtype()
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Mechanism:  # .to(), .cuda(), .double()
+        self._table_cache.clear()
+        return super()._apply(fn, recurse)
+
+    def extra_repr(self) -> str:
+        return f"n_agents={self.n_agents}, n_actions={self.n_actions}" + (", frozen" if self._frozen else "")
+
+
+class AnonymousMechanism(Mechanism):
+    """A mechanism in which agent i's payoff depends only on its own action and the others' action counts.
+
+    Subclasses implement :meth:`payoff_from_counts`. Counterfactual payoffs then depend only on
+    (own observed action, alternative action) within a round, so a round needs ``A x A`` evaluations
+    instead of ``N x A``.
+    """
+
+    anonymous: ClassVar[bool] = True
+
+    def payoff_from_counts(self, actions: Tensor, other_counts: Tensor) -> Tensor:  # pragma: no cover
+        """Payoff of playing ``actions`` ``[...]`` when the others' action counts are ``other_counts`` ``[..., A]``."""
+        raise NotImplementedError
+
+    def counterfactual_rows(self, counts: Tensor) -> Tensor:
+        """``F[..., o, a]``: payoff of playing ``a`` for an agent that played ``o``, given all counts ``[..., A]``.
+
+        The others' counts are ``counts - onehot(o)``. Override for a faster closed form.
+        """
+        a = self.n_actions
+        eye = torch.eye(a, device=counts.device, dtype=counts.dtype)
+        other = (counts[..., None, :] - eye)[..., :, None, :].expand(*counts.shape[:-1], a, a, a)
+        alternatives = torch.arange(a, device=counts.device).expand(*counts.shape[:-1], a, a)
+        return self.payoff_from_counts(alternatives, other)
+
+    def forward(self, joint_actions: Tensor) -> Tensor:
+        counts = action_counts(joint_actions, self.n_actions, self._dtype())
+        own = nn.functional.one_hot(joint_actions, self.n_actions).to(counts.dtype)
+        return self.payoff_from_counts(joint_actions, counts[..., None, :] - own)
+
+    def _structured_counterfactual_payoffs(self, joint_actions: Tensor) -> Tensor:
+        counts = action_counts(joint_actions, self.n_actions, self._dtype())
+        rows = self.counterfactual_rows(counts)  # [..., A_own, A_alt]
+        index = joint_actions[..., None].expand(*joint_actions.shape, self.n_actions)
+        return rows.gather(-2, index)
+
+
+def action_counts(joint_actions: Tensor, n_actions: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """How many agents play each action: ``[..., A]`` from joint actions ``[..., N]``."""
+    counts = torch.zeros(*joint_actions.shape[:-1], n_actions, dtype=dtype, device=joint_actions.device)
+    return counts.scatter_add_(-1, joint_actions, torch.ones_like(joint_actions, dtype=dtype))
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int | None) -> Iterator[None]:
+    """Run module construction under ``torch.manual_seed(seed)`` without touching the global RNG state."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
