@@ -1,3 +1,50 @@
-"""mechgym: repeated games whose payoffs come from a mechanism, played by learning agents."""
+"""mechgym: repeated games whose payoffs come from a mechanism, played by learning agents.
+
+>>> import mechgym
+>>> env = mechgym.make("mechgym/Congestion-v0")               # a PettingZoo ParallelEnv
+>>> traces = mechgym.rollout("mechgym/Congestion-v0", n_episodes=48, n_rounds=60, seed=0)
+>>> traces.save("traces.parquet"); mechgym.load_traces("traces.parquet")
+"""
 
 __version__ = "0.1.0"
+
+from mechgym.env import MechanismGameEnv
+from mechgym.errors import (
+    ConfigurationError,
+    InvalidActionError,
+    MechGymError,
+    TraceDatasetError,
+    UnknownEnvironmentError,
+)
+from mechgym.learners import Learner, LearnerPolicy, LogitQ
+from mechgym.loop import play_episodes
+from mechgym.registration import make, pprint_registry, register, registered_ids, spec
+from mechgym.rollout import rollout, simulate
+from mechgym.single_agent import SingleAgentView
+from mechgym.traces import RecordTraces, TraceDataset, TraceMetadata, load_traces
+
+__all__ = [
+    "ConfigurationError",
+    "InvalidActionError",
+    "Learner",
+    "LearnerPolicy",
+    "LogitQ",
+    "MechGymError",
+    "MechanismGameEnv",
+    "RecordTraces",
+    "SingleAgentView",
+    "TraceDataset",
+    "TraceDatasetError",
+    "TraceMetadata",
+    "UnknownEnvironmentError",
+    "__version__",
+    "load_traces",
+    "make",
+    "play_episodes",
+    "pprint_registry",
+    "register",
+    "registered_ids",
+    "rollout",
+    "simulate",
+    "spec",
+]

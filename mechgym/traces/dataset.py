@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,7 +60,9 @@ class TraceMetadata:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise TraceDatasetError(f"unknown trace metadata fields {sorted(unknown)}; expected a subset of {sorted(known)}")
+            raise TraceDatasetError(
+                f"unknown trace metadata fields {sorted(unknown)}; expected a subset of {sorted(known)}"
+            )
         missing = {"n_agents", "n_actions"} - set(data)
         if missing:
             raise TraceDatasetError(f"trace metadata lacks {sorted(missing)}")
@@ -91,7 +95,9 @@ class TraceDataset:
         if actions.ndim != 3:
             raise TraceDatasetError(f"actions must have shape [episodes, rounds, agents]; got shape {actions.shape}")
         if actions.size == 0:
-            raise TraceDatasetError(f"the dataset is empty (actions of shape {actions.shape}); record some episodes first")
+            raise TraceDatasetError(
+                f"the dataset is empty (actions of shape {actions.shape}); record some episodes first"
+            )
         if not np.issubdtype(actions.dtype, np.integer):
             raise TraceDatasetError(f"actions must be integers; got dtype {actions.dtype}")
         if actions.shape[2] != meta.n_agents:
@@ -111,14 +117,18 @@ class TraceDataset:
             rewards = np.asarray(self.rewards)
             if rewards.shape != actions.shape:
                 raise TraceDatasetError(f"rewards must have the actions' shape {actions.shape}; got {rewards.shape}")
-            if not np.issubdtype(rewards.dtype, np.number):
-                raise TraceDatasetError(f"rewards must be numbers; got dtype {rewards.dtype}")
-            if not np.isfinite(rewards).all():
-                bad = np.argwhere(~np.isfinite(rewards))[0]
+            if not np.issubdtype(rewards.dtype, np.number) or np.issubdtype(rewards.dtype, np.complexfloating):
+                raise TraceDatasetError(f"rewards must be real numbers; got dtype {rewards.dtype}")
+            with np.errstate(over="ignore"):  # values beyond float32 become inf and are reported below
+                rewards32 = np.ascontiguousarray(rewards, dtype=np.float32)
+            if not np.isfinite(rewards32).all():
+                bad = np.argwhere(~np.isfinite(rewards32))[0]
+                hint = " (too large for float32)" if np.isfinite(rewards[tuple(bad)]) else ""
                 raise TraceDatasetError(
-                    f"rewards must be finite; got {rewards[tuple(bad)]} at episode {bad[0]}, round {bad[1]}, agent {bad[2]}"
+                    f"rewards must be finite{hint}; got {rewards[tuple(bad)]} at episode {bad[0]}, round {bad[1]}, "
+                    f"agent {bad[2]}"
                 )
-            object.__setattr__(self, "rewards", np.ascontiguousarray(rewards, dtype=np.float32))
+            object.__setattr__(self, "rewards", rewards32)
 
     # -- sizes -----------------------------------------------------------------------------
     @property
@@ -168,13 +178,34 @@ class TraceDataset:
         """
         if not 0.0 < train_fraction < 1.0:
             raise TraceDatasetError(f"train_fraction must be in (0, 1); got {train_fraction}")
-        n_train = int(math.floor(train_fraction * self.n_episodes + 1e-9))
+        n_train = math.floor(train_fraction * self.n_episodes + 1e-9)
         if n_train < 1 or n_train >= self.n_episodes:
             raise TraceDatasetError(
                 f"train_fraction={train_fraction} of {self.n_episodes} episodes leaves an empty part; "
                 "record more episodes or change the fraction"
             )
         return self.episodes(slice(0, n_train)), self.episodes(slice(n_train, None))
+
+    # -- files -----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the dataset atomically: Parquet for a ``.parquet`` path, compressed npz for ``.npz``.
+
+        Returns:
+            The path written.
+
+        Raises:
+            TraceDatasetError: on another suffix or metadata that is not JSON-serialisable.
+        """
+        from mechgym.traces.io import save
+
+        return save(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, env_id: str | None = None) -> TraceDataset:
+        """Read and validate a trace file (see :func:`mechgym.load_traces`)."""
+        from mechgym.traces.io import load_traces
+
+        return load_traces(path, env_id=env_id)
 
     def actions_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
         """Actions as a LongTensor ``[E, T, N]``."""

@@ -1,0 +1,268 @@
+"""The learning-dynamics likelihood of action traces (paper Eq. 5), in parallel over rounds and agents.
+
+The counterfactual payoffs ``u_i(., a_-i(t))`` (Eq. 1) depend only on the observed actions and the
+mechanism, never on the learners' scores. The logit-Q update (Eq. 2) is therefore a fixed linear filter of
+those payoffs::
+
+    Q(t+1) = (1 - alpha)^t Q(1) + alpha * sum_{s <= t} (1 - alpha)^(t - s) u(s)
+
+so Algorithm 1's double loop over rounds and agents collapses into
+
+1. one batched :meth:`~mechgym.mechanisms.Mechanism.counterfactual_payoffs` call on ``[E, T-1, N]``,
+2. a causal exponential filter over rounds (a lower-triangular decay matrix product, chunked so that
+   memory stays linear in ``T``; Python loops over chunks only), and
+3. one vectorised log-policy (Eq. 3) gathered at the next observed actions.
+
+Shapes: ``E`` episodes, ``T`` rounds, ``N`` agents, ``A`` actions.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import torch
+from torch import Tensor
+
+from mechgym.errors import ConfigurationError, InvalidActionError
+from mechgym.learners import Learner, LogitQ, logit_log_policy
+from mechgym.mechanisms import Mechanism, validate_joint_actions
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "WHOLE_HORIZON_MAX_ROUNDS", "counterfactual_scores", "log_likelihood"]
+
+#: Horizons of at most this many updates are filtered in one piece (one ``T x T`` decay matrix).
+WHOLE_HORIZON_MAX_ROUNDS = 256
+#: Chunk length of the filter for longer horizons (memory ``O(E T N A + C^2)``).
+DEFAULT_CHUNK_SIZE = 128
+
+Reduction = Literal["sum", "mean", "none"]
+
+
+def _scalar(value: Tensor | float, name: str, like: Tensor) -> Tensor:
+    """``value`` as a 0-dim tensor with ``like``'s dtype and device (differentiable if it was a tensor)."""
+    tensor = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if tensor.numel() != 1:
+        raise ConfigurationError(
+            f"{name} must be a scalar (a float or a one-element tensor); got shape {tuple(tensor.shape)}"
+        )
+    return tensor.reshape(())
+
+
+def _initial_scores(q0: Tensor | float, payoffs: Tensor) -> Tensor:
+    """``Q(1)`` broadcast to ``[E, N, A]`` (from a scalar, ``[A]``, ``[N, A]``, ``[E, N, A]`` or similar)."""
+    n_episodes, _, n_agents, n_actions = payoffs.shape
+    target = (n_episodes, n_agents, n_actions)
+    tensor = torch.as_tensor(q0, dtype=payoffs.dtype, device=payoffs.device)
+    try:
+        fits = torch.broadcast_shapes(tensor.shape, target) == target
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ConfigurationError(
+            f"q0 must be a scalar or a tensor broadcastable to [E, N, A] = {list(target)} (e.g. [N, A] per agent "
+            f"and action); got shape {list(tensor.shape)}"
+        )
+    return tensor.expand(target)
+
+
+def _resolve_chunk_size(chunk_size: int | None, n_updates: int) -> int:
+    if chunk_size is None:
+        return max(n_updates, 1) if n_updates <= WHOLE_HORIZON_MAX_ROUNDS else DEFAULT_CHUNK_SIZE
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ConfigurationError(f"chunk_size must be None or an integer >= 1; got {chunk_size!r}")
+    return min(chunk_size, max(n_updates, 1))
+
+
+def counterfactual_scores(
+    payoffs: Tensor, alpha: Tensor | float, q0: Tensor | float = 0.0, chunk_size: int | None = None
+) -> Tensor:
+    """Logit-Q scores after every update (Eq. 2), for all episodes, rounds and agents at once.
+
+    ``output[:, k]`` is ``Q(k+2)`` in the paper's 1-indexed rounds, the state after ``k+1`` updates::
+
+        Q(t+1) = (1 - alpha)^t q0 + alpha * sum_{s=1}^{t} (1 - alpha)^(t - s) u(s)
+
+    computed as a causal filter: within a chunk of ``C`` rounds a ``C x C`` lower-triangular decay
+    matrix, with the state carried across chunks. Memory is ``O(E T N A + C^2)``.
+
+    Args:
+        payoffs: Counterfactual payoffs ``u(1..T')`` (Eq. 1), ``[E, T', N, A]``.
+        alpha: Learning rate: a float or a one-element tensor (differentiable; ``alpha = 1`` is allowed).
+        q0: Initial scores ``Q(1)``: a scalar or a tensor broadcastable to ``[E, N, A]`` (differentiable).
+        chunk_size: Rounds per chunk ``C``; ``None`` filters horizons of up to
+            :data:`WHOLE_HORIZON_MAX_ROUNDS` in one piece and longer ones in chunks of
+            :data:`DEFAULT_CHUNK_SIZE`.
+
+    Returns:
+        Scores ``[E, T', N, A]`` with ``payoffs``'s dtype and device.
+
+    Raises:
+        ConfigurationError: ``payoffs`` is not 4-D, ``alpha`` is not a scalar, ``q0`` does not broadcast, or
+            ``chunk_size`` is not a positive integer.
+    """
+    if payoffs.dim() != 4:
+        raise ConfigurationError(f"payoffs must have shape [E, T, N, A]; got {tuple(payoffs.shape)}")
+    n_episodes, n_updates, n_agents, n_actions = payoffs.shape
+    alpha_t = _scalar(alpha, "alpha", payoffs)
+    carry = _initial_scores(q0, payoffs).reshape(n_episodes, 1, n_agents * n_actions)
+    chunk = _resolve_chunk_size(chunk_size, n_updates)
+    if n_updates == 0:
+        return payoffs + carry.reshape(n_episodes, 1, n_agents, n_actions)[:, :0]
+
+    keep = 1.0 - alpha_t
+    steps = torch.arange(chunk, device=payoffs.device, dtype=payoffs.dtype)
+    lags = steps[:, None] - steps[None, :]
+    # decay[j, s] = alpha (1 - alpha)^(j - s) for s <= j; torch.pow keeps 0^0 = 1 so that alpha = 1 works
+    decay = torch.where(lags >= 0, alpha_t * torch.pow(keep, lags.clamp(min=0)), torch.zeros_like(lags))
+    carry_decay = torch.pow(keep, steps + 1)[:, None]  # [C, 1]: (1 - alpha)^(j + 1)
+
+    flat = payoffs.reshape(n_episodes, n_updates, n_agents * n_actions)
+    pieces = []
+    for start in range(0, n_updates, chunk):
+        length = min(chunk, n_updates - start)
+        scores = decay[:length, :length] @ flat[:, start : start + length] + carry_decay[:length] * carry
+        pieces.append(scores)
+        carry = scores[:, -1:]
+    return torch.cat(pieces, dim=1).reshape(n_episodes, n_updates, n_agents, n_actions)
+
+
+class _TraceLogProbs(Protocol):
+    """``[E, T-1, N]`` log-probabilities of the next actions given the counterfactual payoffs ``[E, T-1, N, A]``."""
+
+    def __call__(
+        self,
+        learner: Learner,
+        payoffs: Tensor,
+        next_actions: Tensor,
+        *,
+        q0: Tensor | float | None,
+        alpha: Tensor | float | None,
+        epsilon: Tensor | float | None,
+        chunk_size: int | None,
+    ) -> Tensor: ...
+
+
+def _logit_q_log_probs(
+    learner: Learner,
+    payoffs: Tensor,
+    next_actions: Tensor,
+    *,
+    q0: Tensor | float | None,
+    alpha: Tensor | float | None,
+    epsilon: Tensor | float | None,
+    chunk_size: int | None,
+) -> Tensor:
+    """Eq. (2)-(3): scores by the exponential filter, then the logit policy with exploration."""
+    assert isinstance(learner, LogitQ)  # guaranteed by the dispatch table
+    scores = counterfactual_scores(
+        payoffs,
+        learner.alpha if alpha is None else alpha,
+        learner.q0 if q0 is None else q0,
+        chunk_size,
+    )
+    eps = _scalar(learner.epsilon if epsilon is None else epsilon, "epsilon", payoffs)
+    log_policy = logit_log_policy(scores, learner.beta, eps)  # [E, T-1, N, A]
+    return log_policy.gather(-1, next_actions[..., None]).squeeze(-1)
+
+
+#: Parallel trace likelihoods by learner class. A learner whose state is a linear filter of the
+#: counterfactual payoffs (e.g. Hedge: cumulative payoffs, decay 1) plugs in here.
+_TRACE_LOG_PROBS: dict[type[Learner], _TraceLogProbs] = {LogitQ: _logit_q_log_probs}
+
+
+def _trace_log_probs_for(learner: Learner) -> _TraceLogProbs:
+    for cls in type(learner).__mro__:
+        if cls in _TRACE_LOG_PROBS:
+            return _TRACE_LOG_PROBS[cls]
+    supported = ", ".join(f"{cls.__name__} ({cls.name!r})" for cls in _TRACE_LOG_PROBS)
+    raise ConfigurationError(
+        f"log_likelihood has no parallel form for learner {type(learner).__name__}; supported: {supported}. "
+        "Pass one of those learners."
+    )
+
+
+def _check_actions(actions: Tensor, mechanism: Mechanism, validate: bool) -> None:
+    if not isinstance(actions, Tensor) or actions.dim() != 3:
+        shape = tuple(actions.shape) if isinstance(actions, Tensor) else type(actions).__name__
+        raise InvalidActionError(
+            f"actions must be an integer tensor of shape [E, T, N] = [episodes, rounds, {mechanism.n_agents}]; "
+            f"got {shape}. Add an episode axis with actions[None] for a single episode."
+        )
+    n_episodes, n_rounds, _ = actions.shape
+    if n_episodes < 1 or n_rounds < 2:
+        raise InvalidActionError(
+            f"actions need at least 1 episode and 2 rounds (the first round's action has no likelihood term, "
+            f"Eq. 5); got shape {tuple(actions.shape)}"
+        )
+    if validate:
+        validate_joint_actions(actions, mechanism.n_agents, mechanism.n_actions, where=type(mechanism).__name__)
+    elif actions.dtype.is_floating_point or actions.dtype.is_complex or actions.dtype == torch.bool:
+        raise InvalidActionError(f"actions must be integers (torch.long); got dtype {actions.dtype}")
+    elif actions.shape[-1] != mechanism.n_agents:
+        raise InvalidActionError(f"actions must have shape [E, T, {mechanism.n_agents}]; got {tuple(actions.shape)}")
+
+
+def log_likelihood(
+    mechanism: Mechanism,
+    actions: Tensor,
+    learner: Learner,
+    q0: Tensor | float | None = None,
+    *,
+    alpha: Tensor | float | None = None,
+    epsilon: Tensor | float | None = None,
+    reduction: Reduction = "sum",
+    chunk_size: int | None = None,
+    validate: bool = True,
+) -> Tensor:
+    """Log-likelihood of action traces under learners playing ``mechanism`` (paper Eq. 5), in parallel.
+
+    ``sum_{episodes} sum_{t=1}^{T-1} sum_i log pi_i(t+1)(a_i(t+1))`` with ``pi`` from Eq. (2)-(3): the same
+    value and gradients as Algorithm 1's loop over rounds and agents, computed with one batched
+    counterfactual-payoff call, an exponential filter over rounds and one vectorised log-policy.
+    The first round's action has no term. Everything runs on the mechanism's device; ``actions`` are
+    moved there.
+
+    Args:
+        mechanism: The (candidate) mechanism ``M_theta``; gradients flow to its parameters.
+        actions: Observed joint actions, LongTensor ``[E, T, N]`` with ``T >= 2``.
+        learner: The learning rule assumed for every agent (now :class:`~mechgym.learners.LogitQ`).
+        q0: Initial scores ``Q(1)``: a scalar or a tensor broadcastable to ``[E, N, A]`` (e.g. ``[N, A]``,
+            learnable); ``None`` for ``learner.q0``.
+        alpha: Learning rate overriding ``learner.alpha`` (a tensor to learn it jointly).
+        epsilon: Exploration overriding ``learner.epsilon`` (a tensor to learn it jointly). ``beta`` is
+            always the learner's (it only sets the payoff scale, paper Remark 1).
+        reduction: ``"sum"`` (Eq. 5 summed over episodes, the negative of Eq. 4's loss), ``"mean"`` (per
+            agent-round term) or ``"none"`` (the terms, ``[E, T-1, N]``; entry ``[e, k, i]`` is
+            ``log pi_i(k+2)(a_i(k+2))`` in 1-indexed rounds, i.e. of ``actions[e, k+1, i]``).
+        chunk_size: Rounds per chunk of the score filter (see :func:`counterfactual_scores`); ``None``
+            picks one.
+        validate: Check that the actions lie in ``[0, A)``. This reads a flag back from the device; pass
+            ``False`` in a training loop over data validated once at load time.
+
+    Returns:
+        A scalar tensor, or ``[E, T-1, N]`` for ``reduction="none"``.
+
+    Raises:
+        InvalidActionError: ``actions`` is not an integer ``[E, T, N]`` tensor with ``T >= 2``, ``N`` the
+            mechanism's agents and values in ``[0, A)``.
+        ConfigurationError: An unsupported learner or reduction, or badly shaped ``q0``/``alpha``/``epsilon``.
+
+    Example:
+        >>> model = NeuralJointMechanism(3, 6, seed=1)
+        >>> nll = -log_likelihood(model, actions, LogitQ(0.25, 3.0, 0.06)) / actions[:, 1:].numel()
+        >>> nll.backward()
+    """
+    if not isinstance(mechanism, Mechanism):
+        raise ConfigurationError(f"mechanism must be a mechgym Mechanism; got {type(mechanism).__name__}")
+    if reduction not in ("sum", "mean", "none"):
+        raise ConfigurationError(f"reduction must be 'sum', 'mean' or 'none'; got {reduction!r}")
+    trace_log_probs = _trace_log_probs_for(learner)
+    _check_actions(actions, mechanism, validate)
+    actions = actions.to(device=mechanism._device(), dtype=torch.long)
+
+    payoffs = mechanism.counterfactual_payoffs(actions[:, :-1])  # [E, T-1, N, A]: u(1..T-1), Eq. (1)
+    log_probs = trace_log_probs(
+        learner, payoffs, actions[:, 1:], q0=q0, alpha=alpha, epsilon=epsilon, chunk_size=chunk_size
+    )
+    if reduction == "none":
+        return log_probs
+    return log_probs.sum() if reduction == "sum" else log_probs.mean()

@@ -1,0 +1,230 @@
+"""The ``mechgym`` command line: list environments, record traces, inspect trace files.
+
+Examples::
+
+    mechgym list
+    mechgym record mechgym/Congestion-v0 --episodes 48 --rounds 60 --seed 0 -o traces.parquet
+    mechgym info traces.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mechgym.errors import ConfigurationError, MechGymError
+
+#: Exit status for bad input (unknown id, malformed file, bad option), as argparse uses for usage errors.
+EXIT_USAGE = 2
+#: Exit status when the operating system refuses (unwritable path, disk full).
+EXIT_OS_ERROR = 1
+
+
+def _parse_env_kwarg(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as JSON when it parses (``3``, ``0.5``, ``true``, ``[1,2]``), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE; got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def _human_size(n_bytes: int) -> str:
+    size = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _format_learner(learner: dict[str, Any] | None) -> str:
+    if not learner:
+        return "unknown"
+    params = ", ".join(f"{key}={value}" for key, value in (learner.get("params") or {}).items())
+    return f"{learner.get('name', '?')}({params})"
+
+
+# -- commands ----------------------------------------------------------------------------------
+def _list(args: argparse.Namespace) -> int:
+    from mechgym.registration import make, registered_ids
+
+    rows = [("id", "family", "N", "A", "rounds")]
+    for env_id in sorted(registered_ids()):
+        env = make(env_id)
+        mechanism = env.unwrapped.mechanism
+        rows.append(
+            (
+                env_id,
+                mechanism.family or type(mechanism).__name__,
+                str(mechanism.n_agents),
+                str(mechanism.n_actions),
+                str(env.unwrapped.n_rounds),
+            )
+        )
+        env.close()
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from mechgym.registration import make
+    from mechgym.rollout import rollout
+
+    output = Path(args.output)
+    if output.suffix.lower() not in (".parquet", ".npz"):
+        raise ConfigurationError(f"--output must end in .parquet or .npz; got {str(output)!r}")
+    env = make(args.env_id, **dict(args.env_kwarg))
+    if args.rounds is not None and args.rounds != env.n_rounds:
+        if args.rounds < 1:
+            raise ConfigurationError(f"--rounds must be at least 1; got {args.rounds}")
+        env = env.with_n_rounds(args.rounds)  # keeps env_kwargs["n_rounds"] in the metadata truthful
+    learner = env.default_learner
+    changes = {name: getattr(args, name) for name in ("alpha", "beta", "epsilon") if getattr(args, name) is not None}
+    if changes:
+        try:
+            learner = learner.replace(**changes)
+        except TypeError:
+            raise ConfigurationError(
+                f"the default learner of {args.env_id} ({learner.name}) has no parameter among "
+                f"{sorted(changes)}; its parameters are {sorted(learner.params())}"
+            ) from None
+    start = time.perf_counter()
+    traces = rollout(
+        env,
+        learner,
+        n_episodes=args.episodes,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    traces.save(output)
+    elapsed = time.perf_counter() - start
+    print(
+        f"recorded {traces.n_episodes} episodes x {traces.n_rounds} rounds x {traces.n_agents} agents "
+        f"(A={traces.n_actions}) of {args.env_id} by {_format_learner(traces.metadata.learner)}, seed {args.seed} "
+        f"-> {output} ({_human_size(output.stat().st_size)}, {elapsed:.1f} s)"
+    )
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from mechgym.traces.io import load_traces
+
+    path = Path(args.path)
+    traces = load_traces(path)
+    meta = traces.metadata
+    if args.json:
+        summary = {
+            "path": str(path),
+            "n_episodes": traces.n_episodes,
+            "n_rounds": traces.n_rounds,
+            "rewards": traces.rewards is not None,
+            "metadata": meta.to_dict(),
+        }
+        print(json.dumps(summary, indent=2))
+        return 0
+    kind = "npz" if path.suffix.lower() == ".npz" else "Parquet"
+    lines = [
+        f"{path} ({kind}, {_human_size(path.stat().st_size)})",
+        f"  episodes  {traces.n_episodes}",
+        f"  rounds    {traces.n_rounds}",
+        f"  agents    {traces.n_agents}",
+        f"  actions   {traces.n_actions}",
+        f"  rewards   {'yes' if traces.rewards is not None else 'no'}",
+        f"  env       {meta.env_id or 'unregistered'}" + (f" {json.dumps(meta.env_kwargs)}" if meta.env_kwargs else ""),
+        f"  learner   {_format_learner(meta.learner)}",
+        f"  seed      {meta.seed}",
+        f"  written   by mechgym {meta.package_version}, schema version {meta.schema_version}",
+    ]
+    if meta.extra:
+        lines.append(f"  extra     {json.dumps(meta.extra)}")
+    print("\n".join(lines))
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mechgym``."""
+    parser = argparse.ArgumentParser(prog="mechgym", description="Repeated mechanism games played by learning agents.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listing = commands.add_parser(
+        "list", help="list the registered environments", description="List the registered environments."
+    )
+    listing.set_defaults(run=_list)
+
+    record = commands.add_parser(
+        "record",
+        help="record learners playing an environment to a trace file",
+        description="Simulate learners playing ENV_ID (vectorised) and save the traces (.parquet or .npz).",
+    )
+    record.add_argument(
+        "env_id", metavar="ENV_ID", help="registered id, e.g. mechgym/Congestion-v0 (see `mechgym list`)"
+    )
+    record.add_argument("--episodes", type=int, default=48, help="number of episodes E (default: 48)")
+    record.add_argument("--rounds", type=int, default=None, help="rounds T per episode (default: the environment's)")
+    record.add_argument("--seed", type=int, default=0, help="seed of the action draws (default: 0)")
+    record.add_argument("--alpha", type=float, default=None, help="learning rate (default: the env's default learner)")
+    record.add_argument("--beta", type=float, default=None, help="inverse temperature (default: the env's learner)")
+    record.add_argument("--epsilon", type=float, default=None, help="exploration rate (default: the env's learner)")
+    record.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    record.add_argument(
+        "--env-kwarg",
+        metavar="KEY=VALUE",
+        type=_parse_env_kwarg,
+        action="append",
+        default=[],
+        help="keyword argument of the environment (VALUE read as JSON if it parses); repeatable",
+    )
+    record.add_argument("-o", "--output", required=True, help="output file, .parquet or .npz")
+    record.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    record.set_defaults(run=_record)
+
+    info = commands.add_parser(
+        "info", help="summarise a trace file", description="Validate a trace file and print its summary and metadata."
+    )
+    info.add_argument("path", metavar="PATH", help="a .parquet or .npz trace file")
+    info.add_argument("--json", action="store_true", help="print the summary as JSON")
+    info.set_defaults(run=_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``mechgym`` command line.
+
+    Args:
+        argv: Arguments without the program name (``None`` reads ``sys.argv``).
+
+    Returns:
+        The exit status: 0 on success, 2 on bad input (a :class:`MechGymError`, or a usage error),
+        1 when the operating system refuses a read or write.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # usage errors and --help; return the status instead of exiting
+        if exit_.code is None:
+            return 0
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    try:
+        return int(args.run(args))
+    except MechGymError as error:
+        print(f"mechgym {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:
+        print(f"mechgym {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_OS_ERROR
+    except KeyboardInterrupt:
+        print(f"mechgym {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,441 @@
+"""The mechgym registry, on top of PettingZoo's: ``make``, ``register``, ``spec`` and the built-in games.
+
+Importing this module registers the four built-in games once, in PettingZoo's parallel registry and
+(as single-agent views) in Gymnasium's registry under the same ids:
+
+========================== ================= ================ ======== ========================================
+id                         family            agents x actions rounds   default learner
+========================== ================= ================ ======== ========================================
+mechgym/NeuralMechanism-v0 ``neural``        3 x 6            60       ``LogitQ(alpha=0.25, beta=3, eps=0.06)``
+mechgym/Congestion-v0      ``congestion``    4 x 5            60       ``LogitQ(alpha=0.25, beta=3, eps=0.06)``
+mechgym/PublicGoods-v0     ``public_goods``  3 x 7            60       ``LogitQ(alpha=0.25, beta=3, eps=0.06)``
+mechgym/AnonymousGame-v0   ``anonymous``     40 x 10          30       ``LogitQ(alpha=0.2, beta=6, eps=0.02)``
+========================== ================= ================ ======== ========================================
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import gymnasium
+import pettingzoo
+from pettingzoo.env_registry.exceptions import PettingZooRegistryError
+
+from mechgym.env import MechanismGameEnv, RenderMode
+from mechgym.errors import ConfigurationError, UnknownEnvironmentError, suggest
+from mechgym.learners.base import Learner, learner_from_dict
+from mechgym.learners.logit_q import LogitQ
+from mechgym.mechanisms.anonymous import AnonymousCountMechanism
+from mechgym.mechanisms.base import Mechanism
+from mechgym.mechanisms.congestion import CongestionMechanism, Pricing
+from mechgym.mechanisms.neural import NeuralJointMechanism
+from mechgym.mechanisms.public_goods import PublicGoodsMechanism
+
+EntryPoint = Callable[..., MechanismGameEnv] | str
+LearnerLike = Learner | Mapping[str, Any] | None
+
+#: Ids registered through :func:`register`, in registration order (PettingZoo's registry holds other games too).
+_MECHGYM_IDS: dict[str, None] = {}
+
+#: Keyword arguments that do not change the game and stay out of ``env.env_kwargs``.
+_DISPLAY_KWARGS = frozenset({"render_mode"})
+
+
+# -- entry points of the built-in games ------------------------------------------------------------
+def resolve_learner(learner: LearnerLike, default: Learner) -> Learner:
+    """A learner from a :class:`Learner`, its :meth:`Learner.to_dict` form, or ``None`` (``default``).
+
+    Raises:
+        ConfigurationError: for anything else, or a dict that names no registered learner.
+    """
+    if learner is None:
+        return default
+    if isinstance(learner, Learner):
+        return learner
+    if isinstance(learner, Mapping):
+        return learner_from_dict(dict(learner))
+    raise ConfigurationError(
+        f"a learner must be a mechgym Learner, a dict like {LogitQ().to_dict()} or None; got {type(learner).__name__}"
+    )
+
+
+def _game(
+    mechanism: Mechanism,
+    n_rounds: int,
+    default_learner: LearnerLike,
+    fallback_learner: Learner,
+    counterfactual_info: bool,
+    render_mode: RenderMode | None,
+) -> MechanismGameEnv:
+    return MechanismGameEnv(
+        mechanism.freeze(),
+        n_rounds,
+        default_learner=resolve_learner(default_learner, fallback_learner),
+        counterfactual_info=counterfactual_info,
+        render_mode=render_mode,
+    )
+
+
+def make_neural_env(
+    n_agents: int = 3,
+    n_actions: int = 6,
+    n_rounds: int = 60,
+    mechanism_seed: int = 0,
+    embed_dim: int | None = None,
+    hidden: int = 128,
+    default_learner: LearnerLike = None,
+    counterfactual_info: bool = True,
+    render_mode: RenderMode | None = None,
+) -> MechanismGameEnv:
+    """``mechgym/NeuralMechanism-v0``: a frozen random MLP over the joint action (paper E1).
+
+    Args:
+        n_agents: Agents ``N``.
+        n_actions: Actions ``A``.
+        n_rounds: Rounds per episode.
+        mechanism_seed: Seed of the network's initialisation.
+        embed_dim: Action embedding size; ``None`` for ``min(24, max(6, A))``.
+        hidden: Hidden width.
+        default_learner: The game's learner (a Learner or its ``to_dict()``); ``None`` for ``LogitQ()``.
+        counterfactual_info: Put counterfactual payoffs in the infos.
+        render_mode: ``None`` or ``"ansi"``.
+    """
+    mechanism = NeuralJointMechanism(n_agents, n_actions, embed_dim=embed_dim, hidden=hidden, seed=mechanism_seed)
+    return _game(mechanism, n_rounds, default_learner, LogitQ(), counterfactual_info, render_mode)
+
+
+def make_congestion_env(
+    n_agents: int = 4,
+    n_actions: int = 5,
+    n_rounds: int = 60,
+    mechanism_seed: int = 0,
+    pricing: Pricing = "toll",
+    default_learner: LearnerLike = None,
+    counterfactual_info: bool = True,
+    render_mode: RenderMode | None = None,
+) -> MechanismGameEnv:
+    """``mechgym/Congestion-v0``: resources with load-dependent costs and a per-resource toll (paper E2).
+
+    Args:
+        n_agents: Agents ``N``.
+        n_actions: Resources ``A``.
+        n_rounds: Rounds per episode.
+        mechanism_seed: Seed of the cost and toll draw.
+        pricing: ``"toll"`` (``-tau * load``, default) or ``"subsidy"`` (``+tau * load``, the published code's sign).
+        default_learner: The game's learner (a Learner or its ``to_dict()``); ``None`` for ``LogitQ()``.
+        counterfactual_info: Put counterfactual payoffs in the infos.
+        render_mode: ``None`` or ``"ansi"``.
+    """
+    mechanism = CongestionMechanism(n_agents, n_actions, pricing=pricing, seed=mechanism_seed)
+    return _game(mechanism, n_rounds, default_learner, LogitQ(), counterfactual_info, render_mode)
+
+
+def make_public_goods_env(
+    n_agents: int = 3,
+    n_actions: int = 7,
+    n_rounds: int = 60,
+    mechanism_seed: int = 0,
+    k: float = 2.0,
+    scale: float = 1.0,
+    cost: float = 0.8,
+    hidden: int = 64,
+    default_learner: LearnerLike = None,
+    counterfactual_info: bool = True,
+    render_mode: RenderMode | None = None,
+) -> MechanismGameEnv:
+    """``mechgym/PublicGoods-v0``: contributions with diminishing returns and a neural subsidy (paper E3).
+
+    Args:
+        n_agents: Agents ``N``.
+        n_actions: Contribution levels ``A`` (evenly spaced in [0, 1]).
+        n_rounds: Rounds per episode.
+        mechanism_seed: Seed of the subsidy network's initialisation.
+        k: Benefit curvature.
+        scale: Benefit scale.
+        cost: Quadratic contribution cost.
+        hidden: Width of the subsidy network.
+        default_learner: The game's learner (a Learner or its ``to_dict()``); ``None`` for ``LogitQ()``.
+        counterfactual_info: Put counterfactual payoffs in the infos.
+        render_mode: ``None`` or ``"ansi"``.
+    """
+    mechanism = PublicGoodsMechanism(
+        n_agents, n_actions, k=k, scale=scale, cost=cost, hidden=hidden, seed=mechanism_seed
+    )
+    return _game(mechanism, n_rounds, default_learner, LogitQ(), counterfactual_info, render_mode)
+
+
+def make_anonymous_game_env(
+    n_agents: int = 40,
+    n_actions: int = 10,
+    n_rounds: int = 30,
+    mechanism_seed: int = 0,
+    embed_dim: int | None = None,
+    hidden: int = 256,
+    default_learner: LearnerLike = None,
+    counterfactual_info: bool = True,
+    render_mode: RenderMode | None = None,
+) -> MechanismGameEnv:
+    """``mechgym/AnonymousGame-v0``: a frozen random MLP of one's action and the others' action shares (paper E4).
+
+    Args:
+        n_agents: Agents ``N``.
+        n_actions: Actions ``A``.
+        n_rounds: Rounds per episode.
+        mechanism_seed: Seed of the network's initialisation.
+        embed_dim: Action embedding size; ``None`` for ``min(32, max(12, A))``.
+        hidden: Hidden width.
+        default_learner: The game's learner (a Learner or its ``to_dict()``); ``None`` for
+            ``LogitQ(alpha=0.2, beta=6.0, epsilon=0.02)``.
+        counterfactual_info: Put counterfactual payoffs in the infos.
+        render_mode: ``None`` or ``"ansi"``.
+    """
+    mechanism = AnonymousCountMechanism(n_agents, n_actions, embed_dim=embed_dim, hidden=hidden, seed=mechanism_seed)
+    fallback = LogitQ(alpha=0.2, beta=6.0, epsilon=0.02)
+    return _game(mechanism, n_rounds, default_learner, fallback, counterfactual_info, render_mode)
+
+
+# -- the registry ------------------------------------------------------------------------------------
+def _load_entry_point(entry_point: EntryPoint | None) -> Callable[..., Any]:
+    if callable(entry_point):
+        return entry_point
+    if not isinstance(entry_point, str):
+        raise ConfigurationError(f"a registered game needs an entry point; got {entry_point!r}")
+    module_name, _, attribute = entry_point.partition(":")
+    try:
+        creator = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ConfigurationError(f"cannot load the entry point {entry_point!r}: {error}") from None
+    if not callable(creator):
+        raise ConfigurationError(f"the entry point {entry_point!r} is not callable; got {type(creator).__name__}")
+    return creator
+
+
+def _parameters(creator: Callable[..., Any]) -> dict[str, inspect.Parameter] | None:
+    """Keyword parameters of an entry point (``None`` when it takes ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(creator).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {name: p for name, p in parameters.items() if p.kind in keyword_kinds}
+
+
+def _check_kwargs(env_id: str, kwargs: Mapping[str, Any], parameters: dict[str, inspect.Parameter] | None) -> None:
+    if parameters is None:
+        return
+    for name in kwargs:
+        if name not in parameters:
+            raise ConfigurationError(
+                f"{suggest(name, parameters, 'keyword argument')} (these are the keyword arguments of {env_id!r})"
+            )
+
+
+def _json_copy(kwargs: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """A JSON round trip of ``kwargs`` (the form trace metadata stores), or a clear error."""
+    for name, value in kwargs.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"{what} {name}={value!r} is not JSON-serialisable; keyword arguments of mechgym games are "
+                "stored in trace metadata, so pass numbers, strings, booleans, None, lists or dicts"
+            ) from None
+    copied: dict[str, Any] = json.loads(json.dumps(dict(kwargs)))
+    return copied
+
+
+def _json_defaults(parameters: dict[str, inspect.Parameter] | None) -> dict[str, Any]:
+    """The JSON-serialisable defaults of an entry point's signature."""
+    defaults: dict[str, Any] = {}
+    for name, parameter in (parameters or {}).items():
+        if parameter.default is inspect.Parameter.empty or name in _DISPLAY_KWARGS:
+            continue
+        try:
+            json.dumps(parameter.default, allow_nan=False)
+        except (TypeError, ValueError):
+            continue
+        defaults[name] = parameter.default
+    return defaults
+
+
+def _normalise_id(env_id: str) -> str:
+    try:
+        return pettingzoo.EnvSpec(id=env_id).id
+    except PettingZooRegistryError as error:
+        raise ConfigurationError(f"{error} (for example 'mynamespace/MyGame-v0')") from None
+
+
+def register(
+    env_id: str,
+    entry_point: EntryPoint,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    single_agent: bool = True,
+) -> None:
+    """Register a mechanism game so that :func:`make` (and ``gymnasium.make``) can build it by id.
+
+    The game goes into PettingZoo's parallel registry; with ``single_agent=True`` its
+    :class:`~mechgym.single_agent.SingleAgentView` also goes into Gymnasium's registry under the same id.
+    Registering an id again replaces it (with a warning from PettingZoo and Gymnasium).
+
+    Args:
+        env_id: ``"namespace/Name-vN"``.
+        entry_point: A function returning a :class:`MechanismGameEnv`, or ``"module:function"``.
+        kwargs: Default keyword arguments of the entry point (JSON-serialisable).
+        single_agent: Also register the single-agent Gymnasium view.
+
+    Raises:
+        ConfigurationError: on a malformed id, an entry point that is neither callable nor
+            ``"module:function"``, or kwargs that are not JSON-serialisable or not accepted by the entry point.
+
+    Example:
+        >>> def make_my_game(n_rounds: int = 20, render_mode=None) -> MechanismGameEnv:
+        ...     return MechanismGameEnv(MyMechanism().freeze(), n_rounds, render_mode=render_mode)
+        >>> mechgym.register("mylab/MyGame-v0", make_my_game)
+        >>> env = mechgym.make("mylab/MyGame-v0", n_rounds=10)
+    """
+    normalised = _normalise_id(env_id)
+    if not callable(entry_point) and not (isinstance(entry_point, str) and entry_point.count(":") == 1):
+        raise ConfigurationError(
+            f"entry_point of {normalised!r} must be a function returning a MechanismGameEnv or a "
+            f"'module:function' string; got {entry_point!r}"
+        )
+    defaults = _json_copy(kwargs or {}, f"default keyword argument of {normalised!r}:")
+    if callable(entry_point):
+        _check_kwargs(normalised, defaults, _parameters(entry_point))
+    pettingzoo.register("parallel", normalised, entry_point=entry_point, kwargs=defaults)
+    _MECHGYM_IDS[normalised] = None
+    if single_agent:
+        gymnasium.register(
+            id=normalised, entry_point="mechgym.single_agent:make_single_agent_env", kwargs={"env_id": normalised}
+        )
+
+
+def registered_ids() -> list[str]:
+    """Every id registered through :func:`register` (built-in and third-party), sorted."""
+    return sorted(_MECHGYM_IDS)
+
+
+def spec(env_id: str) -> pettingzoo.EnvSpec:
+    """The PettingZoo ``EnvSpec`` of a mechgym id (an id without ``-vN`` resolves to the latest version).
+
+    Raises:
+        UnknownEnvironmentError: if no mechgym game has that id; the message suggests close ids.
+    """
+    try:
+        found = pettingzoo.spec("parallel", env_id)
+    except PettingZooRegistryError:
+        found = None
+    if found is not None and found.id in _MECHGYM_IDS:
+        return found
+    message = suggest(env_id, _MECHGYM_IDS, "mechgym environment id")
+    if found is not None:
+        message += f" ({found.id!r} is a PettingZoo environment: build it with pettingzoo.make('parallel', ...))"
+    elif not difflib.get_close_matches(env_id, list(_MECHGYM_IDS), n=1, cutoff=0.5):
+        message += " Third-party games are registered with mechgym.register(...) when their package is imported."
+    raise UnknownEnvironmentError(message)
+
+
+def make(env_id: str, **kwargs: Any) -> MechanismGameEnv:
+    """Build a registered mechanism game.
+
+    Args:
+        env_id: A registered id, e.g. ``"mechgym/Congestion-v0"`` (see :func:`registered_ids`).
+        **kwargs: Overrides of the entry point's keyword arguments (``n_agents``, ``n_actions``,
+            ``n_rounds``, ``mechanism_seed``, family-specific ones, ``default_learner``, ``render_mode``...).
+
+    Returns:
+        The environment, with ``env.env_id`` set to the registered id and ``env.env_kwargs`` to every
+        keyword argument that rebuilds it (signature defaults, then the spec's, then ``kwargs``; a
+        ``Learner`` is stored as its ``to_dict()``; ``render_mode`` is left out as it does not change the game).
+
+    Raises:
+        UnknownEnvironmentError: for an unknown id (with "did you mean" suggestions).
+        ConfigurationError: for keyword arguments the game does not accept (naming those it does), values
+            that are not JSON-serialisable, or an entry point that does not return a MechanismGameEnv.
+
+    Example:
+        >>> env = mechgym.make("mechgym/Congestion-v0", n_rounds=20, pricing="subsidy")
+        >>> env.env_kwargs["pricing"]
+        'subsidy'
+    """
+    env_spec = spec(env_id)
+    creator = _load_entry_point(env_spec.entry_point)
+    parameters = _parameters(creator)
+    _check_kwargs(env_spec.id, kwargs, parameters)
+    if isinstance(kwargs.get("default_learner"), Learner):
+        kwargs["default_learner"] = kwargs["default_learner"].to_dict()
+    game_kwargs = {name: value for name, value in kwargs.items() if name not in _DISPLAY_KWARGS}
+    game_kwargs = _json_copy(game_kwargs, "keyword argument")
+    env = pettingzoo.make("parallel", env_spec, **kwargs)
+    if not isinstance(env, MechanismGameEnv):
+        raise ConfigurationError(
+            f"the entry point of {env_spec.id!r} returned a {type(env).__name__}; mechgym.make needs a MechanismGameEnv"
+        )
+    env.env_id = env_spec.id
+    env.env_kwargs = {**_json_defaults(parameters), **env_spec.kwargs, **game_kwargs}
+    return env
+
+
+def pprint_registry(*, disable_print: bool = False) -> str | None:
+    """Print every mechgym id with its mechanism family and default sizes.
+
+    Args:
+        disable_print: Return the text instead of printing it.
+    """
+    lines = []
+    for env_id in registered_ids():
+        try:
+            env = make(env_id)
+        except Exception as error:  # a third-party entry point may fail to build; still list its id
+            lines.append(f"{env_id}  (cannot be built with its defaults: {error})")
+            continue
+        family = env.mechanism.family or type(env.mechanism).__name__
+        learner = env.default_learner.to_dict()
+        params = ", ".join(
+            f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+            for key, value in learner["params"].items()
+        )
+        lines.append(
+            f"{env_id:<28} {family:<14} {env.n_agents:>3} agents x {env.n_actions:>2} actions, "
+            f"{env.n_rounds:>3} rounds, learner {learner['name']}({params})"
+        )
+    text = "\n".join(lines)
+    if disable_print:
+        return text
+    print(text)
+    return None
+
+
+_BUILTINS: tuple[tuple[str, Callable[..., MechanismGameEnv], dict[str, Any]], ...] = (
+    (
+        "mechgym/NeuralMechanism-v0",
+        make_neural_env,
+        {"n_agents": 3, "n_actions": 6, "n_rounds": 60, "mechanism_seed": 0},
+    ),
+    (
+        "mechgym/Congestion-v0",
+        make_congestion_env,
+        {"n_agents": 4, "n_actions": 5, "n_rounds": 60, "mechanism_seed": 0, "pricing": "toll"},
+    ),
+    (
+        "mechgym/PublicGoods-v0",
+        make_public_goods_env,
+        {"n_agents": 3, "n_actions": 7, "n_rounds": 60, "mechanism_seed": 0},
+    ),
+    (
+        "mechgym/AnonymousGame-v0",
+        make_anonymous_game_env,
+        {"n_agents": 40, "n_actions": 10, "n_rounds": 30, "mechanism_seed": 0},
+    ),
+)
+
+for _env_id, _entry_point, _kwargs in _BUILTINS:
+    register(_env_id, _entry_point, _kwargs)
