@@ -123,7 +123,9 @@ def run(workload: Workload, device: torch.device, quick: bool, seed: int) -> dic
         return log_likelihood(mechanism, actions, learner, validate=False) / n_terms
 
     def loop() -> Tensor:
-        terms = step_by_step_log_likelihood(mechanism, actions, learner.alpha, learner.beta, learner.epsilon, learner.q0)
+        terms = step_by_step_log_likelihood(
+            mechanism, actions, learner.alpha, learner.beta, learner.epsilon, learner.q0
+        )
         return terms.sum() / n_terms
 
     result: dict[str, float | None] = {"parallel": None, "loop": None}

@@ -92,9 +92,9 @@ class LearnerParameters(nn.Module):
         """The learner with the learned ``alpha``/``epsilon`` filled in."""
         changes: dict[str, float] = {}
         if self.alpha_logit is not None:
-            changes["alpha"] = float(self.alpha())  # type: ignore[arg-type]
+            changes["alpha"] = float(self.alpha_logit.detach().sigmoid())
         if self.epsilon_logit is not None:
-            changes["epsilon"] = float(self.epsilon())  # type: ignore[arg-type]
+            changes["epsilon"] = float(self.epsilon_logit.detach().sigmoid())
         return self.learner.replace(**changes) if changes else self.learner  # type: ignore[return-value]
 
 
@@ -160,7 +160,9 @@ def _mean_nll(model: Mechanism, actions: Tensor, learner: LogitQ, extras: Learne
     with torch.no_grad():
         for start in range(0, actions.shape[0], batch_size):
             batch = actions[start : start + batch_size]
-            total -= float(log_likelihood(model, batch, learner, extras.q0, alpha=extras.alpha(), epsilon=extras.epsilon()))
+            log_p = log_likelihood(model, batch, learner, extras.q0, alpha=extras.alpha(), epsilon=extras.epsilon(),
+                                   validate=False)
+            total -= float(log_p)
             terms += batch.shape[0] * (batch.shape[1] - 1) * batch.shape[2]
     return total / terms
 
@@ -279,7 +281,7 @@ def fit(
             batch = train[index.to(target)]
             n_terms = batch.shape[0] * (batch.shape[1] - 1) * batch.shape[2]
             nll = -log_likelihood(mechanism, batch, extras.learner, extras.q0, alpha=extras.alpha(),
-                                  epsilon=extras.epsilon()) / n_terms
+                                  epsilon=extras.epsilon(), validate=False) / n_terms
             loss = nll + payoff_l2 * mechanism(batch).pow(2).mean() if payoff_l2 else nll
             if not torch.isfinite(loss):
                 raise FitDivergedError(

@@ -10,7 +10,7 @@ so Algorithm 1's double loop over rounds and agents collapses into
 
 1. one batched :meth:`~mechgym.mechanisms.Mechanism.counterfactual_payoffs` call on ``[E, T-1, N]``,
 2. a causal exponential filter over rounds (a lower-triangular decay matrix product, chunked so that
-   memory stays linear in ``T``; Python loops over chunks only), and
+   memory stays linear in ``T``, the chunk-end states carried by the same filter one level up), and
 3. one vectorised log-policy (Eq. 3) gathered at the next observed actions.
 
 Shapes: ``E`` episodes, ``T`` rounds, ``N`` agents, ``A`` actions.
@@ -27,7 +27,13 @@ from mechgym.errors import ConfigurationError, InvalidActionError
 from mechgym.learners import Learner, LogitQ, logit_log_policy
 from mechgym.mechanisms import Mechanism, validate_joint_actions
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "WHOLE_HORIZON_MAX_ROUNDS", "counterfactual_scores", "log_likelihood"]
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "WHOLE_HORIZON_MAX_ROUNDS",
+    "counterfactual_scores",
+    "linear_filter",
+    "log_likelihood",
+]
 
 #: Horizons of at most this many updates are filtered in one piece (one ``T x T`` decay matrix).
 WHOLE_HORIZON_MAX_ROUNDS = 256
@@ -72,6 +78,50 @@ def _resolve_chunk_size(chunk_size: int | None, n_updates: int) -> int:
     return min(chunk_size, max(n_updates, 1))
 
 
+def linear_filter(inputs: Tensor, keep: Tensor, gain: Tensor, initial: Tensor, chunk_size: int) -> Tensor:
+    """Every state of ``x(t+1) = keep * x(t) + gain * u(t)``, ``x(1) = initial``, by a chunked causal filter.
+
+    ``output[:, k] = keep^(k+1) initial + gain * sum_{s<=k} keep^(k-s) inputs[:, s]``, the state after
+    ``k+1`` updates. Logit-Q (Eq. 2) is ``keep = 1 - alpha, gain = alpha``; cumulative-payoff rules
+    (Hedge) are ``keep = 1``.
+
+    Within a chunk of ``C`` rounds the filter is one product with a ``C x C`` lower-triangular decay
+    matrix, applied to all chunks at once. The states at the chunk ends follow the same recursion one
+    level up (decay ``keep^C``, gain 1), solved by the same function, so there is no loop over rounds or
+    chunks and memory is ``O(E T K + C^2)``.
+
+    Args:
+        inputs: ``u``, ``[E, T, K]`` (``K`` independent channels, e.g. ``N * A``).
+        keep: The decay, a 0-dim tensor.
+        gain: The input weight, a 0-dim tensor.
+        initial: ``x(1)``, ``[E, 1, K]``.
+        chunk_size: ``C`` (1 is taken as 2, so that each level shortens the horizon).
+
+    Returns:
+        States ``[E, T, K]``.
+    """
+    n_episodes, n_rounds, n_channels = inputs.shape
+    chunk = min(max(chunk_size, 2), n_rounds)
+    steps = torch.arange(chunk, device=inputs.device, dtype=inputs.dtype)
+    lags = steps[:, None] - steps[None, :]
+    # decay[j, s] = gain keep^(j - s) for s <= j; torch.pow keeps 0^0 = 1, so keep = 0 (alpha = 1) works
+    decay = torch.where(lags >= 0, gain * torch.pow(keep, lags.clamp(min=0)), torch.zeros_like(lags))
+    initial_decay = torch.pow(keep, steps + 1)[:, None]  # [C, 1]: keep^(j + 1)
+    if n_rounds <= chunk:
+        return decay @ inputs + initial_decay * initial
+
+    n_chunks = -(-n_rounds // chunk)
+    padded = torch.nn.functional.pad(inputs, (0, 0, 0, n_chunks * chunk - n_rounds))  # zeros after the end
+    local = decay @ padded.reshape(n_episodes, n_chunks, chunk, n_channels)  # each chunk from a zero state
+    # state before chunk k: x_k = keep^C x_{k-1} + local_end_{k-1}, x_0 = initial
+    before = torch.cat(
+        [initial, linear_filter(local[:, :-1, -1], torch.pow(keep, chunk), torch.ones_like(gain), initial, chunk)],
+        dim=1,
+    )  # [E, n_chunks, K]
+    states = local + initial_decay * before[:, :, None, :]
+    return states.reshape(n_episodes, n_chunks * chunk, n_channels)[:, :n_rounds]
+
+
 def counterfactual_scores(
     payoffs: Tensor, alpha: Tensor | float, q0: Tensor | float = 0.0, chunk_size: int | None = None
 ) -> Tensor:
@@ -81,8 +131,9 @@ def counterfactual_scores(
 
         Q(t+1) = (1 - alpha)^t q0 + alpha * sum_{s=1}^{t} (1 - alpha)^(t - s) u(s)
 
-    computed as a causal filter: within a chunk of ``C`` rounds a ``C x C`` lower-triangular decay
-    matrix, with the state carried across chunks. Memory is ``O(E T N A + C^2)``.
+    computed as a causal filter (:func:`linear_filter`): within a chunk of ``C`` rounds a ``C x C``
+    lower-triangular decay matrix, the chunk-end states carried by the same filter one level up. Memory
+    is ``O(E T N A + C^2)``.
 
     Args:
         payoffs: Counterfactual payoffs ``u(1..T')`` (Eq. 1), ``[E, T', N, A]``.
@@ -103,26 +154,13 @@ def counterfactual_scores(
         raise ConfigurationError(f"payoffs must have shape [E, T, N, A]; got {tuple(payoffs.shape)}")
     n_episodes, n_updates, n_agents, n_actions = payoffs.shape
     alpha_t = _scalar(alpha, "alpha", payoffs)
-    carry = _initial_scores(q0, payoffs).reshape(n_episodes, 1, n_agents * n_actions)
+    initial = _initial_scores(q0, payoffs).reshape(n_episodes, 1, n_agents * n_actions)
     chunk = _resolve_chunk_size(chunk_size, n_updates)
     if n_updates == 0:
-        return payoffs + carry.reshape(n_episodes, 1, n_agents, n_actions)[:, :0]
-
-    keep = 1.0 - alpha_t
-    steps = torch.arange(chunk, device=payoffs.device, dtype=payoffs.dtype)
-    lags = steps[:, None] - steps[None, :]
-    # decay[j, s] = alpha (1 - alpha)^(j - s) for s <= j; torch.pow keeps 0^0 = 1 so that alpha = 1 works
-    decay = torch.where(lags >= 0, alpha_t * torch.pow(keep, lags.clamp(min=0)), torch.zeros_like(lags))
-    carry_decay = torch.pow(keep, steps + 1)[:, None]  # [C, 1]: (1 - alpha)^(j + 1)
-
+        return payoffs + initial.reshape(n_episodes, 1, n_agents, n_actions)[:, :0]
     flat = payoffs.reshape(n_episodes, n_updates, n_agents * n_actions)
-    pieces = []
-    for start in range(0, n_updates, chunk):
-        length = min(chunk, n_updates - start)
-        scores = decay[:length, :length] @ flat[:, start : start + length] + carry_decay[:length] * carry
-        pieces.append(scores)
-        carry = scores[:, -1:]
-    return torch.cat(pieces, dim=1).reshape(n_episodes, n_updates, n_agents, n_actions)
+    scores = linear_filter(flat, 1.0 - alpha_t, alpha_t, initial, chunk)
+    return scores.reshape(n_episodes, n_updates, n_agents, n_actions)
 
 
 class _TraceLogProbs(Protocol):

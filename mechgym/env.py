@@ -265,8 +265,8 @@ class MechanismGameEnv(ParallelEnv[str, np.ndarray, int]):
     def with_n_rounds(self, n_rounds: int) -> MechanismGameEnv:
         """A fresh environment over the same mechanism with another horizon.
 
-        ``env_id`` is kept and ``env_kwargs["n_rounds"]`` updated (when present), so the provenance of
-        traces recorded on it stays rebuildable with :func:`mechgym.make`.
+        ``env_id`` is kept and ``env_kwargs["n_rounds"]`` set to the new horizon, so the provenance of
+        traces recorded on it stays truthful (and rebuildable with :func:`mechgym.make`).
         """
         other = MechanismGameEnv(
             self.mechanism,
@@ -276,9 +276,7 @@ class MechanismGameEnv(ParallelEnv[str, np.ndarray, int]):
             render_mode=self.render_mode,
         )
         other.env_id = self.env_id
-        other.env_kwargs = dict(self.env_kwargs)
-        if "n_rounds" in other.env_kwargs:
-            other.env_kwargs["n_rounds"] = other.n_rounds
+        other.env_kwargs = {**self.env_kwargs, "n_rounds": other.n_rounds}
         return other
 
     def __repr__(self) -> str:

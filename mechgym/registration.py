@@ -329,6 +329,10 @@ def spec(env_id: str) -> pettingzoo.EnvSpec:
     Raises:
         UnknownEnvironmentError: if no mechgym game has that id; the message suggests close ids.
     """
+    if not isinstance(env_id, str):
+        raise UnknownEnvironmentError(
+            f"an environment id is a string like 'mechgym/Congestion-v0'; got {env_id!r} ({type(env_id).__name__})"
+        )
     try:
         found = pettingzoo.spec("parallel", env_id)
     except PettingZooRegistryError:

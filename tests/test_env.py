@@ -303,21 +303,16 @@ def test_play_episodes_validation() -> None:
         play_episodes(make("mechgym/Congestion-v0", counterfactual_info=False), None, n_episodes=1, seed=0)
 
 
-@pytest.mark.parametrize(
-    "env_id",
-    [
-        *BUILTIN_IDS[:3],
-        pytest.param(
-            BUILTIN_IDS[3],
-            marks=pytest.mark.xfail(
-                reason="AnonymousCountMechanism's counterfactual path uses matmuls whose rounding depends on the "
-                "batch size, so one round at a time differs from E rounds at once in the last bit",
-                strict=False,
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("env_id", BUILTIN_IDS)
 def test_play_episodes_equals_the_vectorised_rollout(env_id: str) -> None:
     rollout = pytest.importorskip("mechgym.rollout").rollout
     env = make(env_id, n_rounds=6)
     assert play_episodes(env, None, n_episodes=3, seed=7) == rollout(env, None, n_episodes=3, seed=7)
+
+
+def test_play_episodes_equals_the_rollout_on_an_unregistered_env_with_another_horizon() -> None:
+    rollout = pytest.importorskip("mechgym.rollout").rollout
+    env = MechanismGameEnv(CongestionMechanism(n_agents=3, n_actions=4, seed=2).freeze(), n_rounds=9)
+    looped = play_episodes(env, None, n_episodes=2, seed=1, n_rounds=5)
+    assert looped.metadata.env_id is None and looped.metadata.env_kwargs == {"n_rounds": 5}
+    assert looped == rollout(env, None, n_episodes=2, n_rounds=5, seed=1)

@@ -161,7 +161,8 @@ def test_gauge_shift_leaves_the_likelihood_unchanged(problem: dict[str, Any], se
     assert not torch.allclose(shifted.counterfactual_payoffs(actions), mechanism.counterfactual_payoffs(actions))
     kwargs: dict[str, Any] = {"reduction": "none", "chunk_size": problem["chunk_size"]}
     torch.testing.assert_close(
-        log_likelihood(shifted, actions, learner, q0, **kwargs), log_likelihood(mechanism, actions, learner, q0, **kwargs)
+        log_likelihood(shifted, actions, learner, q0, **kwargs),
+        log_likelihood(mechanism, actions, learner, q0, **kwargs),
     )
 
 
@@ -173,8 +174,7 @@ def test_scores_follow_the_closed_form() -> None:
     alpha = 0.3
     expected = torch.stack(
         [
-            (1 - alpha) ** (k + 1) * q0
-            + alpha * sum((1 - alpha) ** (k - s) * payoffs[:, s] for s in range(k + 1))
+            (1 - alpha) ** (k + 1) * q0 + alpha * sum((1 - alpha) ** (k - s) * payoffs[:, s] for s in range(k + 1))
             for k in range(9)
         ],
         dim=1,
@@ -225,10 +225,14 @@ def test_long_horizon_runs_chunked_and_matches_the_recursion() -> None:
     torch.testing.assert_close(parallel, expected)
     prefix = log_likelihood(mechanism, actions[:, :301], learner, reduction="none", chunk_size=300)
     torch.testing.assert_close(parallel[:, :300], prefix)
+    for chunk_size in (1, 3, 1000):  # deep (log_2 T levels), odd and shallow recursions of the chunked filter
+        torch.testing.assert_close(
+            log_likelihood(mechanism, actions, learner, reduction="none", chunk_size=chunk_size), expected
+        )
 
 
 def test_very_long_horizon_memory_is_linear() -> None:
-    """200,000 rounds with gradients: a whole-horizon decay matrix would need 160 GB, chunks need kilobytes."""
+    """200,000 rounds with gradients: a whole-horizon decay matrix would need 160 GB, the chunks need 64 KB."""
     mechanism = TabularMechanism(2, 2, init="normal", seed=0)
     actions = random_actions(1, 200_000, 2, 2, seed=4)
     alpha = torch.tensor(0.1, requires_grad=True)
@@ -260,39 +264,32 @@ class _NotParallel(Learner):
         return state
 
 
-_MECHANISM = NeuralJointMechanism(3, 4, hidden=8, seed=0)
 _GOOD = random_actions(2, 5, 3, 4, seed=0)
-_BAD_INPUTS: dict[str, tuple[Callable[[], Any], type[MechGymError], str]] = {
-    "wrong-n-agents": (lambda: log_likelihood(_MECHANISM, _GOOD[..., :2], LogitQ()), InvalidActionError, r"\[\.\.\., 3\]"),
-    "out-of-range": (
-        lambda: log_likelihood(_MECHANISM, torch.where(_GOOD == 0, 4, _GOOD), LogitQ()),
-        InvalidActionError,
-        r"\[0, 4\).*got 4",
+BAD_INPUTS = [
+    pytest.param({"actions": _GOOD[..., :2]}, InvalidActionError, r"\[\.\.\., 3\]", id="wrong-n-agents"),
+    pytest.param(
+        {"actions": torch.where(_GOOD == 0, 4, _GOOD)}, InvalidActionError, r"\[0, 4\).*got 4", id="too-large"
     ),
-    "negative": (lambda: log_likelihood(_MECHANISM, _GOOD - 1, LogitQ()), InvalidActionError, r"got -1"),
-    "float-dtype": (lambda: log_likelihood(_MECHANISM, _GOOD.float(), LogitQ()), InvalidActionError, "integers"),
-    "float-dtype-unvalidated": (
-        lambda: log_likelihood(_MECHANISM, _GOOD.float(), LogitQ(), validate=False),
-        InvalidActionError,
-        "integers",
-    ),
-    "one-round": (lambda: log_likelihood(_MECHANISM, _GOOD[:, :1], LogitQ()), InvalidActionError, "2 rounds"),
-    "2-d": (lambda: log_likelihood(_MECHANISM, _GOOD[0], LogitQ()), InvalidActionError, r"actions\[None\]"),
-    "list": (lambda: log_likelihood(_MECHANISM, _GOOD.tolist(), LogitQ()), InvalidActionError, "list"),  # type: ignore[arg-type]
-    "learner": (lambda: log_likelihood(_MECHANISM, _GOOD, _NotParallel()), ConfigurationError, "LogitQ"),
-    "reduction": (lambda: log_likelihood(_MECHANISM, _GOOD, LogitQ(), reduction="max"), ConfigurationError, "'max'"),  # type: ignore[arg-type]
-    "chunk-size": (lambda: log_likelihood(_MECHANISM, _GOOD, LogitQ(), chunk_size=0), ConfigurationError, "chunk_size"),
-    "q0-shape": (lambda: log_likelihood(_MECHANISM, _GOOD, LogitQ(), torch.zeros(3, 5)), ConfigurationError, r"\[2, 3, 4\]"),
-    "alpha-shape": (lambda: log_likelihood(_MECHANISM, _GOOD, LogitQ(), alpha=torch.ones(2)), ConfigurationError, "alpha"),
-    "mechanism": (lambda: log_likelihood(torch.nn.Linear(3, 3), _GOOD, LogitQ()), ConfigurationError, "Mechanism"),  # type: ignore[arg-type]
-}
+    pytest.param({"actions": _GOOD - 1}, InvalidActionError, "got -1", id="negative"),
+    pytest.param({"actions": _GOOD.float()}, InvalidActionError, "integers", id="float-dtype"),
+    pytest.param({"actions": _GOOD.float(), "validate": False}, InvalidActionError, "integers", id="float-unvalidated"),
+    pytest.param({"actions": _GOOD[:, :1]}, InvalidActionError, "2 rounds", id="one-round"),
+    pytest.param({"actions": _GOOD[0]}, InvalidActionError, r"actions\[None\]", id="2-d"),
+    pytest.param({"actions": _GOOD.tolist()}, InvalidActionError, "list", id="not-a-tensor"),
+    pytest.param({"learner": _NotParallel()}, ConfigurationError, "LogitQ", id="unsupported-learner"),
+    pytest.param({"reduction": "max"}, ConfigurationError, "'max'", id="reduction"),
+    pytest.param({"chunk_size": 0}, ConfigurationError, "chunk_size", id="chunk-size"),
+    pytest.param({"q0": torch.zeros(3, 5)}, ConfigurationError, r"\[2, 3, 4\]", id="q0-shape"),
+    pytest.param({"alpha": torch.ones(2)}, ConfigurationError, "alpha", id="alpha-shape"),
+    pytest.param({"mechanism": torch.nn.Linear(3, 3)}, ConfigurationError, "Mechanism", id="not-a-mechanism"),
+]
 
 
-@pytest.mark.parametrize("case", list(_BAD_INPUTS), ids=list(_BAD_INPUTS))
-def test_bad_inputs_raise_clear_errors(case: str) -> None:
-    call, error, message = _BAD_INPUTS[case]
+@pytest.mark.parametrize(("changes", "error", "message"), BAD_INPUTS)
+def test_bad_inputs_raise_clear_errors(changes: dict[str, Any], error: type[MechGymError], message: str) -> None:
+    arguments = {"mechanism": NeuralJointMechanism(3, 4, hidden=8, seed=0), "actions": _GOOD, "learner": LogitQ()}
     with pytest.raises(error, match=message):
-        call()
+        log_likelihood(**{**arguments, **changes})
 
 
 @pytest.mark.gpu

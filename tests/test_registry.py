@@ -92,6 +92,12 @@ def test_unknown_id_far_from_everything() -> None:
         spec("elsewhere/Nothing-v3")
 
 
+@pytest.mark.parametrize("wrong", [None, 3, "bad id!"])
+def test_malformed_ids(wrong: object) -> None:
+    with pytest.raises(UnknownEnvironmentError, match="mechgym/Congestion-v0"):
+        make(wrong)  # type: ignore[arg-type]
+
+
 def test_pettingzoo_game_is_not_a_mechgym_game() -> None:
     with pytest.raises(UnknownEnvironmentError, match="PettingZoo environment"):
         make("classic/rps-v2")

@@ -89,8 +89,8 @@ class LogitQ(Learner):
     def shifted(self, alpha_factor: float = 0.6, beta_factor: float = 1.4, epsilon_factor: float = 1.5) -> LogitQ:
         """The counterfactual-shift learner of the cfkl metric (defaults: the paper's factors; epsilon <= 0.5)."""
         return LogitQ(
-            alpha=min(1.0, self.alpha * alpha_factor),
-            beta=self.beta * beta_factor,
-            epsilon=min(0.5, self.epsilon * epsilon_factor),
+            alpha=round(min(1.0, self.alpha * alpha_factor), 12),
+            beta=round(self.beta * beta_factor, 12),
+            epsilon=round(min(0.5, self.epsilon * epsilon_factor), 12),
             q0=self.q0,
         )

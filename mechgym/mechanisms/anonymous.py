@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mechgym.mechanisms.base import AnonymousMechanism, seeded_init
+from mechgym.mechanisms.base import AnonymousMechanism, rowwise_linear, seeded_init
 
 
 def default_anonymous_embed_dim(n_actions: int) -> int:
@@ -56,7 +56,8 @@ class AnonymousCountMechanism(AnonymousMechanism):
         return {**super().config(), "embed_dim": self.embed_dim, "hidden": self.hidden}
 
     def _head(self, pre_activation: Tensor) -> Tensor:
-        return self.layer3(torch.relu(self.layer2(torch.relu(pre_activation)))).squeeze(-1)
+        hidden = torch.relu(self.layer2(torch.relu(pre_activation)))
+        return rowwise_linear(hidden, self.layer3.weight, self.layer3.bias).squeeze(-1)
 
     def payoff_from_counts(self, actions: Tensor, other_counts: Tensor) -> Tensor:
         shares = other_counts / (self.n_agents - 1)
@@ -67,7 +68,7 @@ class AnonymousCountMechanism(AnonymousMechanism):
         e = self.embed_dim
         weight_embed, weight_counts = self.layer1.weight[:, :e], self.layer1.weight[:, e:]
         per_alternative = self.embedding.weight @ weight_embed.T + self.layer1.bias  # [A, H]
-        per_round = (counts / (self.n_agents - 1)) @ weight_counts.T  # [..., H]
+        per_round = rowwise_linear(counts / (self.n_agents - 1), weight_counts)  # [..., H]
         per_own = weight_counts.T / (self.n_agents - 1)  # [A, H]
         pre = per_round[..., None, None, :] - per_own[:, None, :] + per_alternative  # [..., own, alt, H]
         return self._head(pre)

@@ -166,13 +166,8 @@ class Mechanism(nn.Module):
         return self.counterfactual_payoffs_generic(joint_actions)
 
     def _use_table(self, joint_actions: Tensor) -> bool:
-        n_joint = self.n_joint_actions
-        if n_joint > self.max_table_size:
-            return False
-        if self._frozen:
-            return True
-        rows = joint_actions.numel() // max(self.n_agents, 1)
-        return n_joint <= rows * self.n_agents * self.n_actions
+        # Independent of the batch size, so that one environment step and a batched rollout take the same path.
+        return self.n_joint_actions <= self.max_table_size
 
     def _device(self) -> torch.device:
         for tensor in self.parameters():
@@ -236,6 +231,22 @@ def action_counts(joint_actions: Tensor, n_actions: int, dtype: torch.dtype = to
     """How many agents play each action: ``[..., A]`` from joint actions ``[..., N]``."""
     counts = torch.zeros(*joint_actions.shape[:-1], n_actions, dtype=dtype, device=joint_actions.device)
     return counts.scatter_add_(-1, joint_actions, torch.ones_like(joint_actions, dtype=dtype))
+
+
+def rowwise_linear(inputs: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``inputs @ weight.T + bias`` summed over the inputs in a fixed order.
+
+    A matrix product's rounding can depend on how many rows it gets; this one does not, so a mechanism
+    gives bit-identical payoffs for one environment step and for a batch of episodes. Use it where the
+    reduction is short (counts over ``A`` actions, a single output unit).
+    """
+    if weight.shape[0] == 1:  # one output unit: one fused product and reduction
+        out = (inputs * weight[0]).sum(-1, keepdim=True)
+    else:
+        out = inputs[..., 0, None] * weight[:, 0]
+        for k in range(1, weight.shape[1]):
+            out = out + inputs[..., k, None] * weight[:, k]
+    return out if bias is None else out + bias
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ class NeuralJointMechanism(Mechanism):
     """
 
     family = "neural"
+    _offsets: Tensor
 
     def __init__(
         self,

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mechgym.mechanisms.base import AnonymousMechanism, seeded_init
+from mechgym.mechanisms.base import AnonymousMechanism, rowwise_linear, seeded_init
 
 
 class PublicGoodsMechanism(AnonymousMechanism):
@@ -29,6 +29,7 @@ class PublicGoodsMechanism(AnonymousMechanism):
     """
 
     family = "public_goods"
+    levels: Tensor
 
     def __init__(
         self,
@@ -54,15 +55,16 @@ class PublicGoodsMechanism(AnonymousMechanism):
 
     def _payoff(self, level: Tensor, total: Tensor) -> Tensor:
         benefit = self.scale * (1.0 - torch.exp(-self.k * total))
-        subsidy = self.subsidy(torch.stack(torch.broadcast_tensors(total, level), dim=-1)).squeeze(-1)
+        hidden = self.subsidy[1](self.subsidy[0](torch.stack(torch.broadcast_tensors(total, level), dim=-1)))
+        subsidy = rowwise_linear(hidden, self.subsidy[2].weight, self.subsidy[2].bias).squeeze(-1)
         return benefit - self.cost * level**2 + subsidy
 
     def payoff_from_counts(self, actions: Tensor, other_counts: Tensor) -> Tensor:
         level = self.levels[actions]
-        return self._payoff(level, level + other_counts @ self.levels)
+        return self._payoff(level, level + rowwise_linear(other_counts, self.levels[None]).squeeze(-1))
 
     def counterfactual_rows(self, counts: Tensor) -> Tensor:
-        total = counts @ self.levels  # [...]
+        total = rowwise_linear(counts, self.levels[None]).squeeze(-1)  # [...]
         # agent that played o and now plays a: total - x_o + x_a
         total_cf = total[..., None, None] - self.levels[:, None] + self.levels  # [..., own, alt]
         return self._payoff(self.levels.expand_as(total_cf), total_cf)

@@ -25,6 +25,7 @@ class TabularMechanism(Mechanism):
     """
 
     family = "tabular"
+    _strides: Tensor
     max_table_size = MAX_TABULAR_JOINT_ACTIONS
 
     def __init__(
