@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from diml_inverse.likelihood import log_likelihood
+from diml_inverse.likelihood import _trace_log_probs_for, log_likelihood
 from diml_inverse.models import auto_model_name, build_model
 from diml_inverse.result import FitResult
 from mechgym.devices import DeviceLike, resolve_device
@@ -75,12 +75,15 @@ class LearnerParameters(nn.Module):
     confounded with the payoff scale (Remark 1).
     """
 
-    def __init__(self, learner: LogitQ, n_agents: int, n_actions: int, *, q0: bool, alpha: bool, epsilon: bool) -> None:
+    def __init__(
+        self, learner: Learner, n_agents: int, n_actions: int, *, q0: bool, alpha: bool, epsilon: bool
+    ) -> None:
         super().__init__()
         self.learner = learner
-        self.q0 = nn.Parameter(torch.full((n_agents, n_actions), learner.q0)) if q0 else None
-        self.alpha_logit = nn.Parameter(torch.tensor(_logit(learner.alpha))) if alpha else None
-        self.epsilon_logit = nn.Parameter(torch.tensor(_logit(learner.epsilon))) if epsilon else None
+        params = learner.params()  # q0 / alpha / epsilon are only requested when present (_check_assumed_learner)
+        self.q0 = nn.Parameter(torch.full((n_agents, n_actions), params["q0"])) if q0 else None
+        self.alpha_logit = nn.Parameter(torch.tensor(_logit(params["alpha"]))) if alpha else None
+        self.epsilon_logit = nn.Parameter(torch.tensor(_logit(params["epsilon"]))) if epsilon else None
 
     def alpha(self) -> Tensor | None:
         return None if self.alpha_logit is None else torch.sigmoid(self.alpha_logit)
@@ -88,19 +91,53 @@ class LearnerParameters(nn.Module):
     def epsilon(self) -> Tensor | None:
         return None if self.epsilon_logit is None else torch.sigmoid(self.epsilon_logit)
 
-    def fitted_learner(self) -> LogitQ:
+    def fitted_learner(self) -> Learner:
         """The learner with the learned ``alpha``/``epsilon`` filled in."""
         changes: dict[str, float] = {}
         if self.alpha_logit is not None:
             changes["alpha"] = float(self.alpha_logit.detach().sigmoid())
         if self.epsilon_logit is not None:
             changes["epsilon"] = float(self.epsilon_logit.detach().sigmoid())
-        return self.learner.replace(**changes) if changes else self.learner  # type: ignore[return-value]
+        return self.learner.replace(**changes) if changes else self.learner
 
 
 def _logit(p: float) -> float:
     p = min(max(p, 1e-6), 1.0 - 1e-6)
     return math.log(p / (1.0 - p))
+
+
+def _check_assumed_learner(assumed: Learner | None, traces: TraceDataset, *, learn_q0: bool, learn_alpha: bool,
+                           learn_epsilon: bool) -> Learner:
+    """The assumed learner if it has a parallel likelihood and the parameters to learn, else a clear error."""
+    if assumed is None:
+        sb3 = traces.metadata.extra.get("sb3")
+        played_by = (
+            f" (they were played by Stable-Baselines3 {str(sb3['algorithm']).upper()} agents, which have no "
+            "likelihood model)" if isinstance(sb3, dict) and "algorithm" in sb3 else ""
+        )
+        raise ConfigurationError(
+            f"the traces record no learner{played_by}; pass the learning model to assume, e.g. "
+            "learner=LogitQ(alpha, beta, epsilon) or learner=Hedge(eta)"
+        )
+    try:
+        _trace_log_probs_for(assumed)
+    except ConfigurationError as error:
+        hint = (
+            " Bandit-feedback learners need each agent's own past actions in the likelihood: evaluate it with "
+            "diml_inverse.dynamics.bandit_q_log_likelihood." if assumed.feedback == "bandit" else ""
+        )
+        raise ConfigurationError(f"fit cannot assume this learner: {error}{hint}") from None
+    if not isinstance(assumed, LogitQ):
+        learned = [name for name, on in (("learn_alpha", learn_alpha), ("learn_epsilon", learn_epsilon)) if on]
+        if learn_q0 and "q0" not in assumed.params():
+            learned.append("learn_q0")
+        if learned:
+            raise ConfigurationError(
+                f"{' and '.join(learned)} {'is' if len(learned) == 1 else 'are'} not supported for the assumed "
+                f"{type(assumed).__name__} (its parameters: {sorted(assumed.params())}; only LogitQ learns alpha "
+                f"and epsilon); pass {', '.join(f'{name}=False' for name in learned)}"
+            )
+    return assumed
 
 
 def _resolve_traces(traces: TraceDataset | str | Path, env_id: str | None) -> TraceDataset:
@@ -154,7 +191,9 @@ def _check_options(epochs: int, batch_size: int, lr: float, valid_fraction: floa
         raise ConfigurationError(f"a validation split needs at least 2 episodes; got {n_episodes}. Use valid_fraction=0")
 
 
-def _mean_nll(model: Mechanism, actions: Tensor, learner: LogitQ, extras: LearnerParameters, batch_size: int) -> float:
+def _mean_nll(
+    model: Mechanism, actions: Tensor, learner: Learner, extras: LearnerParameters, batch_size: int
+) -> float:
     """Negative log-likelihood per agent-round of ``actions``, in batches, without gradients."""
     total, terms = 0.0, 0
     with torch.no_grad():
@@ -238,10 +277,8 @@ def fit(
     env_id, resolved_env_kwargs, truth_like = _resolve_game(env_id, traces, env_kwargs)
     _check_options(epochs, batch_size, lr, valid_fraction, patience, select, traces.n_episodes, traces.n_rounds)
     assumed = learner if learner is not None else traces.learner()
-    if assumed is None:
-        raise ConfigurationError("the traces record no learner; pass learner=LogitQ(alpha, beta, epsilon)")
-    if not isinstance(assumed, LogitQ):
-        raise ConfigurationError(f"fit supports the LogitQ learning model; got {type(assumed).__name__}")
+    assumed = _check_assumed_learner(assumed, traces, learn_q0=learn_q0, learn_alpha=learn_alpha,
+                                     learn_epsilon=learn_epsilon)
     target = resolve_device(device)
     init_seed, order_seed = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(2))
     mechanism = build_model(model, truth_like, seed=init_seed, model_kwargs=model_kwargs).to(target)

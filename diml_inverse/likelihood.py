@@ -23,8 +23,9 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor
 
+from diml_inverse.dynamics import hedge_log_probs, smooth_fp_log_probs
 from mechgym.errors import ConfigurationError, InvalidActionError
-from mechgym.learners import Learner, LogitQ, logit_log_policy
+from mechgym.learners import Hedge, Learner, LogitQ, SmoothFP, logit_log_policy
 from mechgym.mechanisms import Mechanism, validate_joint_actions
 
 __all__ = [
@@ -204,7 +205,11 @@ def _logit_q_log_probs(
 
 #: Parallel trace likelihoods by learner class. A learner whose state is a linear filter of the
 #: counterfactual payoffs (e.g. Hedge: cumulative payoffs, decay 1) plugs in here.
-_TRACE_LOG_PROBS: dict[type[Learner], _TraceLogProbs] = {LogitQ: _logit_q_log_probs}
+_TRACE_LOG_PROBS: dict[type[Learner], _TraceLogProbs] = {
+    LogitQ: _logit_q_log_probs,
+    Hedge: hedge_log_probs,  # cumulative sum of u (diml_inverse.dynamics)
+    SmoothFP: smooth_fp_log_probs,  # cumulative mean of u (diml_inverse.dynamics)
+}
 
 
 def _trace_log_probs_for(learner: Learner) -> _TraceLogProbs:

@@ -7,7 +7,8 @@
   independent simulations of the truth (the plug-in estimate is dominated by sampling noise).
 * :func:`heldout_nll` — negative log-likelihood per agent-round on held-out traces (Eq. 5), with
   :func:`uniform_nll` = ``log A``.
-* :func:`evaluate` computes all of them; :func:`format_metrics_table` prints rows of them as Markdown.
+* :func:`evaluate` computes all of them (an :class:`Evaluator` reuses the truth's share across fits);
+  :func:`format_metrics_table` prints rows of them as Markdown.
 
 Randomness: every metric takes a ``seed`` and derives its own streams from it with :func:`derive_seed`
 (a hash of the seed and the metric's purpose), so evaluation never consumes a training stream nor the
@@ -39,6 +40,7 @@ __all__ = [
     "MAX_JOINT_HISTOGRAM_SIZE",
     "METRIC_DESCRIPTIONS",
     "DiffContexts",
+    "Evaluator",
     "cfkl_noise_floor",
     "cfkl_params",
     "derive_seed",
@@ -54,7 +56,7 @@ __all__ = [
     "zero_baseline_diff_mse",
 ]
 
-HistogramKind = Literal["auto", "joint", "counts", "index_sum"]
+HistogramKind = Literal["auto", "joint", "counts", "actions", "index_sum"]
 Traces = TraceDataset | Tensor
 
 #: ``kind="auto"`` bins by exact joint action when ``A**N`` is at most this, else by action-count vector.
@@ -270,8 +272,8 @@ def zero_baseline_diff_mse(truth: Mechanism, traces: Traces, n_samples: int = 20
 
 # -- joint-action histograms and their KL --------------------------------------------------------
 def _resolve_kind(kind: str, n_agents: int, n_actions: int) -> str:
-    if kind not in ("auto", "joint", "counts", "index_sum"):
-        raise ConfigurationError(f"kind must be 'auto', 'joint', 'counts' or 'index_sum'; got {kind!r}")
+    if kind not in ("auto", "joint", "counts", "actions", "index_sum"):
+        raise ConfigurationError(f"kind must be 'auto', 'joint', 'counts', 'actions' or 'index_sum'; got {kind!r}")
     if kind == "auto":
         return "joint" if n_actions**n_agents <= MAX_JOINT_HISTOGRAM_SIZE else "counts"
     if kind == "joint" and n_actions**n_agents >= 1 << 63:
@@ -289,6 +291,8 @@ def _histogram_keys(actions: Tensor, n_actions: int, kind: str) -> Tensor:
         return (actions * strides).sum(-1, keepdim=True)
     if kind == "counts":
         return action_counts(actions, n_actions, torch.long)
+    if kind == "actions":
+        return actions.reshape(-1, 1)
     return actions.sum(-1, keepdim=True)  # "index_sum": the reference script's flawed hash
 
 
@@ -308,9 +312,12 @@ def joint_action_histogram(actions: Tensor, n_actions: int, kind: HistogramKind 
     Kinds:
         ``"joint"``: exact joint actions (a ``bincount`` of the joint-action index when ``A**N`` is at most
         :data:`MAX_JOINT_HISTOGRAM_SIZE`). ``"counts"``: the action-count vector ``[A]`` of each joint action
-        (the bins of an anonymous game). ``"index_sum"``: the sum of the action indices, the reference
-        script's large-game hash, which merges different count vectors (paper-compatible, not a histogram
-        of profiles; use only to compare with its figures). ``"auto"``: ``"joint"`` when ``A**N`` is at
+        (the bins of an anonymous game). ``"actions"``: every agent's action pooled, i.e. the population's
+        action shares (``[A]`` bins; a low-dimensional summary for games so large that almost every count
+        vector is seen once, where the ``"counts"`` KL saturates at ``log(1 / floor) - log(samples)``).
+        ``"index_sum"``: the sum of the action indices, the reference script's large-game hash, which merges
+        different count vectors (paper-compatible, not a histogram of profiles; use only to compare with its
+        figures). ``"auto"``: ``"joint"`` when ``A**N`` is at
         most :data:`MAX_JOINT_HISTOGRAM_SIZE`, else ``"counts"``.
 
     Args:
@@ -320,8 +327,9 @@ def joint_action_histogram(actions: Tensor, n_actions: int, kind: HistogramKind 
 
     Returns:
         ``(support, counts)``: the non-empty bins in ascending order, labelled by a LongTensor ``[K, D]``
-        (``D = N``: the joint actions for ``"joint"``; ``D = A``: count vectors; ``D = 1``: index sums),
-        and their counts ``[K]`` (summing to the number of pooled joint actions).
+        (``D = N``: the joint actions for ``"joint"``; ``D = A``: count vectors; ``D = 1``: actions or index
+        sums), and their counts ``[K]`` (summing to the number of pooled joint actions, times ``N`` for
+        ``"actions"``).
 
     Raises:
         InvalidActionError: actions of the wrong shape, dtype or range.
@@ -384,7 +392,8 @@ def empirical_kl(
         p_actions: Reference joint actions ``[..., N]`` (the truth's simulation).
         q_actions: Joint actions ``[..., N]`` of the other dataset (moved to ``p_actions``' device).
         n_actions: ``A``.
-        kind: The binning (``"auto"``, ``"joint"``, ``"counts"`` or the flawed ``"index_sum"``).
+        kind: The binning (``"auto"``, ``"joint"``, ``"counts"``, ``"actions"`` or the flawed
+            ``"index_sum"``).
         floor: Lower bound on ``q`` inside the logarithm.
 
     Raises:
@@ -529,6 +538,85 @@ def uniform_nll(n_actions: int) -> float:
 
 
 # -- everything at once --------------------------------------------------------------------------
+class Evaluator:
+    """All metrics of fits against one truth (see :data:`METRIC_DESCRIPTIONS`), truth-only work done once.
+
+    The constructor computes what depends on the truth alone: the diff_mse contexts and the truth's
+    payoff differences on them, the truth's ``"cfkl/truth"`` simulation, the noise floor and the truth's
+    held-out NLL. Each call then costs one payoff-difference pass, one simulation and one likelihood of
+    the estimate, so per-epoch evaluation is cheap. Values equal those of :func:`diff_mse`,
+    :func:`zero_baseline_diff_mse`, :func:`cfkl_params`, :func:`cfkl_noise_floor` and :func:`heldout_nll`
+    with the same arguments.
+
+    Args:
+        truth: The true mechanism (frozen for speed; evaluated under ``torch.no_grad``).
+        test_traces: Held-out traces (never the training episodes).
+        learner: The generating learner: shifted for the counterfactual simulations and used for the
+            truth's held-out NLL.
+        diff_samples: Contexts of diff_mse.
+        cf_episodes: Simulated episodes per mechanism of cfkl_params.
+        cf_rounds: Rounds per simulated episode.
+        seed: Evaluation seed.
+        shift: Learner shift of cfkl_params (``None``: simulate ``learner`` itself).
+        kind: Histogram binning of cfkl_params.
+
+    Example:
+        >>> evaluator = Evaluator(truth, test, LogitQ(0.25, 3.0, 0.06))
+        >>> result = fit(train, ..., callback=lambda epoch, model: evaluator(model))
+    """
+
+    def __init__(
+        self,
+        truth: Mechanism,
+        test_traces: Traces,
+        learner: Learner,
+        *,
+        diff_samples: int = 20_000,
+        cf_episodes: int = 300,
+        cf_rounds: int = 50,
+        seed: int = 0,
+        shift: tuple[float, float, float] | None = DEFAULT_SHIFT,
+        kind: HistogramKind = "auto",
+    ) -> None:
+        self.truth, self.learner, self.kind = truth, learner, kind
+        self.test_actions = _trace_actions(test_traces, truth.n_agents, truth.n_actions)
+        self.cf_episodes, self.cf_rounds, self.seed = cf_episodes, cf_rounds, seed
+        self.shifted_learner = _shifted_learner(learner, shift)
+        _resolve_kind(kind, truth.n_agents, truth.n_actions)
+        self.contexts = sample_diff_contexts(self.test_actions, truth.n_agents, truth.n_actions, diff_samples, seed)
+        self.truth_differences = _payoff_differences(truth, self.contexts).double()
+        self.truth_play = self._simulate(truth, "cfkl/truth")
+        truth_replay = self._simulate(truth, "cfkl/estimate")
+        self.truth_metrics = {
+            "zero_diff_mse": _no_grad_float((self.truth_differences**2).mean()),
+            "cfkl_noise_floor": empirical_kl(self.truth_play, truth_replay, truth.n_actions, kind),
+            "truth_heldout_nll": heldout_nll(truth, self.test_actions, learner),
+            "uniform_nll": uniform_nll(truth.n_actions),
+        }
+
+    def _simulate(self, mechanism: Mechanism, purpose: str) -> Tensor:
+        return _simulated_actions(mechanism, self.shifted_learner, self.cf_episodes, self.cf_rounds, self.seed, purpose)
+
+    def __call__(self, estimate: Mechanism, model_learner: Learner | None = None) -> dict[str, float]:
+        """Metrics of ``estimate``; ``model_learner`` (default: the true learner) is the learner the fit
+        assumed, used for its held-out NLL only (e.g. DIML-Wrong's ``beta x 0.6``).
+
+        Returns:
+            ``{"diff_mse", "zero_diff_mse", "cfkl_params", "cfkl_noise_floor", "heldout_nll",
+            "truth_heldout_nll", "uniform_nll"}`` as floats, in that order.
+        """
+        _check_same_game(self.truth, estimate)
+        fitted = _payoff_differences(estimate, self.contexts).to(self.truth_differences.device).double()
+        fit_play = self._simulate(estimate, "cfkl/estimate")
+        metrics = {
+            "diff_mse": _no_grad_float(((self.truth_differences - fitted) ** 2).mean()),
+            "cfkl_params": empirical_kl(self.truth_play, fit_play, self.truth.n_actions, self.kind),
+            "heldout_nll": heldout_nll(estimate, self.test_actions, model_learner or self.learner),
+            **self.truth_metrics,
+        }
+        return {name: metrics[name] for name in METRIC_DESCRIPTIONS}
+
+
 def evaluate(
     truth: Mechanism,
     estimate: Mechanism,
@@ -543,49 +631,26 @@ def evaluate(
     shift: tuple[float, float, float] | None = DEFAULT_SHIFT,
     kind: HistogramKind = "auto",
 ) -> dict[str, float]:
-    """All metrics of a fit (see :data:`METRIC_DESCRIPTIONS`), sharing work between them.
+    """All metrics of one fit: ``Evaluator(truth, test_traces, learner, ...)(estimate, model_learner)``.
 
-    The values equal those of :func:`diff_mse`, :func:`zero_baseline_diff_mse`, :func:`cfkl_params`,
-    :func:`cfkl_noise_floor` and :func:`heldout_nll` called with the same seed; the truth's payoff
-    differences and its ``"cfkl/truth"`` simulation are computed once.
-
-    Args:
-        truth: The true mechanism.
-        estimate: The fitted mechanism.
-        test_traces: Held-out traces (never the training episodes).
-        learner: The generating learner: shifted for the counterfactual simulations and used for the
-            truth's held-out NLL.
-        model_learner: The learner the fit assumed, for the fit's held-out NLL (e.g. DIML-Wrong's
-            ``beta x 0.6``); ``None`` for ``learner``.
-        diff_samples: Contexts of diff_mse.
-        cf_episodes: Simulated episodes per mechanism of cfkl_params.
-        cf_rounds: Rounds per simulated episode.
-        seed: Evaluation seed.
-        shift: Learner shift of cfkl_params.
-        kind: Histogram binning of cfkl_params.
+    Use an :class:`Evaluator` to evaluate many fits or epochs against the same truth.
 
     Returns:
         ``{"diff_mse", "zero_diff_mse", "cfkl_params", "cfkl_noise_floor", "heldout_nll",
         "truth_heldout_nll", "uniform_nll"}`` as floats, in that order.
     """
-    _check_same_game(truth, estimate)
-    contexts = sample_diff_contexts(test_traces, truth.n_agents, truth.n_actions, diff_samples, seed)
-    reference = _payoff_differences(truth, contexts).double()
-    fitted = _payoff_differences(estimate, contexts).to(reference.device).double()
-
-    shifted = _shifted_learner(learner, shift)
-    truth_play = _simulated_actions(truth, shifted, cf_episodes, cf_rounds, seed, "cfkl/truth")
-    fit_play = _simulated_actions(estimate, shifted, cf_episodes, cf_rounds, seed, "cfkl/estimate")
-    truth_replay = _simulated_actions(truth, shifted, cf_episodes, cf_rounds, seed, "cfkl/estimate")
-    return {
-        "diff_mse": _no_grad_float(((reference - fitted) ** 2).mean()),
-        "zero_diff_mse": _no_grad_float((reference**2).mean()),
-        "cfkl_params": empirical_kl(truth_play, fit_play, truth.n_actions, kind),
-        "cfkl_noise_floor": empirical_kl(truth_play, truth_replay, truth.n_actions, kind),
-        "heldout_nll": heldout_nll(estimate, test_traces, model_learner or learner),
-        "truth_heldout_nll": heldout_nll(truth, test_traces, learner),
-        "uniform_nll": uniform_nll(truth.n_actions),
-    }
+    evaluator = Evaluator(
+        truth,
+        test_traces,
+        learner,
+        diff_samples=diff_samples,
+        cf_episodes=cf_episodes,
+        cf_rounds=cf_rounds,
+        seed=seed,
+        shift=shift,
+        kind=kind,
+    )
+    return evaluator(estimate, model_learner)
 
 
 def _cell(value: Any, float_format: str) -> str:

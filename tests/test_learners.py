@@ -9,7 +9,7 @@ import torch
 
 from mechgym.errors import ConfigurationError
 from mechgym.learners import LearnerPolicy, LogitQ, learner_from_dict
-from mechgym.random import sample_categorical, uniforms
+from mechgym.random import sample_categorical, uniform, uniforms
 
 
 def test_update_is_eq2() -> None:
@@ -67,7 +67,9 @@ def test_uniforms_are_deterministic_uniform_and_layout_free() -> None:
     assert grid.dtype == torch.float32 and grid.shape == (50, 40, 30)
     assert 0.0 <= float(grid.min()) and float(grid.max()) < 1.0
     assert abs(float(grid.mean()) - 0.5) < 0.01 and abs(float(grid.var()) - 1 / 12) < 0.005
-    assert float(grid[3, 5, 7]) == float(uniforms(7, 3, 5, 7))
+    assert float(grid[3, 5, 7]) == float(uniforms(7, 3, 5, 7)) == uniform(7, 3, 5, 7)
+    for seed, counters in ((0, (0, 0, 0)), (2**40 + 3, (2**33, 7, 999)), (5, (1, 2, 3))):
+        assert uniform(seed, *counters, stream=2) == float(uniforms(seed, *counters, stream=2))
     assert not torch.equal(grid, uniforms(8, torch.arange(50)[:, None, None], torch.arange(40)[None, :, None], torch.arange(30)[None, None, :]))
     # neighbouring counters are not correlated
     flat = grid.flatten()

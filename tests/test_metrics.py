@@ -13,6 +13,7 @@ from torch import Tensor
 from diml_inverse.metrics import (
     DEFAULT_SHIFT,
     METRIC_DESCRIPTIONS,
+    Evaluator,
     cfkl_noise_floor,
     cfkl_params,
     derive_seed,
@@ -221,6 +222,15 @@ def test_count_histogram_is_not_the_index_sum_hash() -> None:
     assert empirical_kl(p, q, 3, kind="index_sum") == 0.0
     assert empirical_kl(p, q, 3, kind="counts") == pytest.approx(-math.log(1e-12))
     assert empirical_kl(p, q, 3, kind="joint") == pytest.approx(-math.log(1e-12))
+    assert empirical_kl(p, q, 3, kind="actions") == pytest.approx(math.log(0.5 / 1e-12))  # shares {0, 2} vs {1}
+
+
+def test_count_kl_saturates_when_every_count_vector_is_new() -> None:
+    # 50 agents x 10 actions: 40 uniformly random profiles have distinct count vectors, so KL = log(1 / (40 floor))
+    generator = torch.Generator().manual_seed(0)
+    p, q = torch.randint(0, 10, (40, 50), generator=generator), torch.randint(0, 10, (40, 50), generator=generator)
+    assert empirical_kl(p, q, 10, kind="counts") == pytest.approx(math.log(1 / 40 / 1e-12))
+    assert empirical_kl(p, q, 10, kind="actions") < 0.1
 
 
 def test_auto_kind_bins_large_games_by_counts() -> None:
@@ -229,7 +239,7 @@ def test_auto_kind_bins_large_games_by_counts() -> None:
     assert support.shape[1] == 10 and int(counts.sum()) == 12
 
 
-@pytest.mark.parametrize("kind", ["joint", "counts", "index_sum"])
+@pytest.mark.parametrize("kind", ["joint", "counts", "actions", "index_sum"])
 def test_kl_of_a_dataset_with_itself_is_zero(kind: str) -> None:
     actions = torch.randint(0, 4, (6, 9, 3), generator=torch.Generator().manual_seed(3))
     assert empirical_kl(actions, actions, 4, kind=kind) == 0.0  # type: ignore[arg-type]
@@ -314,6 +324,17 @@ def test_evaluate_matches_the_individual_metrics(e1: tuple[Mechanism, Tensor]) -
         "truth_heldout_nll": heldout_nll(truth, actions, LEARNER),
         "uniform_nll": math.log(6),
     }
+
+
+def test_an_evaluator_reuses_the_truth_across_fits(e1: tuple[Mechanism, Tensor]) -> None:
+    truth, actions = e1
+    evaluator = Evaluator(truth, actions, LEARNER, diff_samples=200, cf_episodes=10, cf_rounds=5, seed=2)
+    for seed in (1, 2):
+        estimate = NeuralJointMechanism(3, 6, seed=seed)
+        expected = evaluate(truth, estimate, actions, LEARNER, diff_samples=200, cf_episodes=10, cf_rounds=5, seed=2)
+        assert evaluator(estimate) == expected
+    assert evaluator(truth)["cfkl_params"] == evaluator(truth)["cfkl_noise_floor"]
+    assert evaluator(truth)["diff_mse"] == 0.0
 
 
 def test_derive_seed_separates_purposes() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from mechgym.learners.base import Learner
-from mechgym.random import sample_categorical, uniforms
+from mechgym.random import sample_categorical, uniform
 
 
 class LearnerPolicy:
@@ -47,7 +47,7 @@ class LearnerPolicy:
 
     def act(self, observation: Any = None) -> int:
         """Draw this round's action (the observation is not used by stateless-game learners)."""
-        u = uniforms(self.seed, self.episode, self.round, self.agent_index)
+        u = torch.tensor(uniform(self.seed, self.episode, self.round, self.agent_index), dtype=torch.float32)
         return int(sample_categorical(self.learner.policy(self.state), u))
 
     def observe(self, counterfactual_payoffs: Any, action: int) -> None:

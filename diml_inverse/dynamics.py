@@ -1,0 +1,379 @@
+"""Parallel likelihoods of learning rules other than logit-Q, for use as the assumed model of DIML.
+
+The logit-Q likelihood (:mod:`diml_inverse.likelihood`) rests on one fact: the learners' state is a fixed
+linear filter of the counterfactual payoffs ``u(t)`` (paper Eq. 1), so every state of every round follows
+from one batched counterfactual evaluation and a causal filter over rounds, with no loop over rounds.
+The full-information rules of :mod:`mechgym.learners` have the same structure:
+
+* Hedge (Eq. H1-H2 of :mod:`mechgym.learners.hedge`): ``S(t+1) = q0 + sum_{s<=t} u(s)``, a causal
+  cumulative sum; ``log pi = log((1 - eps) softmax(eta S) + eps / A)``.
+* Smooth fictitious play (Eq. F1-F2 of :mod:`mechgym.learners.smooth_fp`):
+  ``U(t+1) = sum_{s<=t} u(s) / (w0 + t)``, a causal cumulative mean; ``log pi`` the logit policy of ``U``.
+
+:func:`hedge_log_probs` and :func:`smooth_fp_log_probs` are registered in the dispatch table of
+:func:`diml_inverse.log_likelihood`, so ``log_likelihood(mechanism, actions, Hedge(...))`` and
+``fit(..., learner=Hedge(...))`` use them.
+
+Bandit-feedback Q-learning (Eq. B1 of :mod:`mechgym.learners.bandit_q`) is not a fixed filter of the
+counterfactual payoffs: the score that moves is the one of the action the agent played. Given the observed
+actions it is a time-varying linear filter of the realised payoffs ``r(t)``::
+
+    Q_a(t+1) = (1 - alpha m_a(t)) Q_a(t) + alpha m_a(t) r(t),   m_a(t) = 1[a(t) = a]
+
+whose state after round ``j`` of a chunk is ``(1 - alpha)^{c_a(j)} Q_a(start) + alpha sum_{s<=j} m_a(s) r(s)
+(1 - alpha)^{c_a(j) - c_a(s)}`` with ``c_a`` the running count of plays of ``a``. :func:`bandit_q_scores`
+evaluates it chunk by chunk (a ``C x C`` weight matrix per chunk, a loop over ``T / C`` chunks).
+The dispatch table of :func:`~diml_inverse.log_likelihood` passes only the counterfactual payoffs and the
+next actions, not the actions each payoff was earned with, so bandit-Q is served by its own entry point,
+:func:`bandit_q_log_likelihood`, and not (yet) by :func:`~diml_inverse.fit`.
+
+Shapes: ``E`` episodes, ``T`` rounds, ``N`` agents, ``A`` actions; ``T' = T - 1`` updates.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from mechgym.errors import ConfigurationError, InvalidActionError
+from mechgym.learners import BanditQ, Hedge, Learner, SmoothFP, logit_log_policy
+from mechgym.mechanisms import Mechanism, validate_joint_actions
+
+__all__ = [
+    "DEFAULT_BANDIT_CHUNK_SIZE",
+    "bandit_q_log_likelihood",
+    "bandit_q_log_probs",
+    "bandit_q_scores",
+    "hedge_log_probs",
+    "hedge_scores",
+    "smooth_fp_beliefs",
+    "smooth_fp_log_probs",
+]
+
+#: Rounds per chunk of the bandit-Q scan (memory ``O(E C^2 N A)`` per chunk).
+DEFAULT_BANDIT_CHUNK_SIZE = 16
+
+
+def _as_scalar(value: Tensor | float, name: str, like: Tensor) -> Tensor:
+    """``value`` as a 0-dim tensor with ``like``'s dtype and device (differentiable if it was a tensor)."""
+    tensor = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if tensor.numel() != 1:
+        raise ConfigurationError(
+            f"{name} must be a scalar (a float or a one-element tensor); got shape {tuple(tensor.shape)}"
+        )
+    return tensor.reshape(())
+
+
+def _initial_state(q0: Tensor | float, n_episodes: int, n_agents: int, n_actions: int, like: Tensor) -> Tensor:
+    """``Q(1)`` broadcast to ``[E, N, A]`` (from a scalar, ``[A]``, ``[N, A]``, ``[E, N, A]``...)."""
+    target = (n_episodes, n_agents, n_actions)
+    tensor = torch.as_tensor(q0, dtype=like.dtype, device=like.device)
+    try:
+        fits = torch.broadcast_shapes(tensor.shape, target) == target
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ConfigurationError(
+            f"q0 must be a scalar or a tensor broadcastable to [E, N, A] = {list(target)} (e.g. [N, A] per agent "
+            f"and action); got shape {list(tensor.shape)}"
+        )
+    return tensor.expand(target)
+
+
+def _check_payoffs(payoffs: Tensor) -> None:
+    if payoffs.dim() != 4:
+        raise ConfigurationError(f"payoffs must have shape [E, T, N, A]; got {tuple(payoffs.shape)}")
+
+
+def _refuse(learner: Learner, **overrides: object) -> None:
+    """Raise for overrides the learner has no parameter for (``alpha`` of Hedge, ``q0`` of smooth FP...)."""
+    given = sorted(name for name, value in overrides.items() if value is not None)
+    if given:
+        raise ConfigurationError(
+            f"{type(learner).__name__} has no {' or '.join(given)} to override; its parameters are "
+            f"{sorted(learner.params())}. Pass None (fit: learn_alpha=False, learn_epsilon=False"
+            f"{', learn_q0=False' if 'q0' in given else ''})"
+        )
+
+
+def _gather(log_policy: Tensor, next_actions: Tensor) -> Tensor:
+    return log_policy.gather(-1, next_actions.long()[..., None]).squeeze(-1)
+
+
+# -- Hedge ----------------------------------------------------------------------------------------
+def hedge_scores(payoffs: Tensor, q0: Tensor | float = 0.0) -> Tensor:
+    """Cumulative scores after every update (Eq. H1): ``output[:, k] = q0 + sum_{s<=k} u(s)``.
+
+    Args:
+        payoffs: Counterfactual payoffs ``[E, T', N, A]``.
+        q0: ``S(1)``, a scalar or broadcastable to ``[E, N, A]`` (differentiable).
+
+    Returns:
+        ``[E, T', N, A]``, the state after ``k + 1`` updates at ``[:, k]``.
+    """
+    _check_payoffs(payoffs)
+    n_episodes, _, n_agents, n_actions = payoffs.shape
+    initial = _initial_state(q0, n_episodes, n_agents, n_actions, payoffs)
+    return initial[:, None] + torch.cumsum(payoffs, dim=1)
+
+
+def hedge_log_probs(
+    learner: Learner,
+    payoffs: Tensor,
+    next_actions: Tensor,
+    *,
+    q0: Tensor | float | None,
+    alpha: Tensor | float | None,
+    epsilon: Tensor | float | None,
+    chunk_size: int | None,
+) -> Tensor:
+    """Eq. (H1)-(H2) for every round at once: ``[E, T', N]`` log-probabilities of the next actions.
+
+    Args:
+        learner: A :class:`~mechgym.learners.Hedge`.
+        payoffs: Counterfactual payoffs ``u(1..T')``, ``[E, T', N, A]``.
+        next_actions: Actions of rounds ``2..T``, ``[E, T', N]``.
+        q0: ``S(1)`` overriding ``learner.q0`` (e.g. a learned ``[N, A]``), or ``None``.
+        alpha: Must be ``None`` (Hedge has no ``alpha``).
+        epsilon: Exploration overriding ``learner.epsilon``, or ``None``.
+        chunk_size: Unused (the cumulative sum needs no chunking).
+
+    Raises:
+        ConfigurationError: ``alpha`` given, bad shapes.
+    """
+    if not isinstance(learner, Hedge):
+        raise ConfigurationError(f"hedge_log_probs needs a Hedge learner; got {type(learner).__name__}")
+    _refuse(learner, alpha=alpha)
+    scores = hedge_scores(payoffs, learner.q0 if q0 is None else q0)
+    eps = _as_scalar(learner.epsilon if epsilon is None else epsilon, "epsilon", payoffs)
+    return _gather(logit_log_policy(scores, learner.eta, eps), next_actions)
+
+
+# -- smooth fictitious play ---------------------------------------------------------------------------
+def smooth_fp_beliefs(payoffs: Tensor, prior_weight: Tensor | float) -> Tensor:
+    """Beliefs after every update (Eq. F1): ``output[:, k] = sum_{s<=k} u(s) / (w0 + k + 1)``.
+
+    Args:
+        payoffs: Counterfactual payoffs ``[E, T', N, A]``.
+        prior_weight: ``w0`` > 0.
+
+    Returns:
+        ``[E, T', N, A]``, the belief after ``k + 1`` updates at ``[:, k]``.
+    """
+    _check_payoffs(payoffs)
+    weight = _as_scalar(prior_weight, "prior_weight", payoffs)
+    counts = weight + torch.arange(1, payoffs.shape[1] + 1, dtype=payoffs.dtype, device=payoffs.device)
+    return torch.cumsum(payoffs, dim=1) / counts[:, None, None]
+
+
+def smooth_fp_log_probs(
+    learner: Learner,
+    payoffs: Tensor,
+    next_actions: Tensor,
+    *,
+    q0: Tensor | float | None,
+    alpha: Tensor | float | None,
+    epsilon: Tensor | float | None,
+    chunk_size: int | None,
+) -> Tensor:
+    """Eq. (F1)-(F2) for every round at once: ``[E, T', N]`` log-probabilities of the next actions.
+
+    Args:
+        learner: A :class:`~mechgym.learners.SmoothFP`.
+        payoffs: Counterfactual payoffs ``u(1..T')``, ``[E, T', N, A]``.
+        next_actions: Actions of rounds ``2..T``, ``[E, T', N]``.
+        q0: Must be ``None`` (the prior is ``prior_weight`` rounds of equal payoffs).
+        alpha: Must be ``None`` (the step is ``1 / (w0 + t)``).
+        epsilon: Exploration overriding ``learner.epsilon``, or ``None``.
+        chunk_size: Unused (the cumulative mean needs no chunking).
+
+    Raises:
+        ConfigurationError: ``q0`` or ``alpha`` given, bad shapes.
+    """
+    if not isinstance(learner, SmoothFP):
+        raise ConfigurationError(f"smooth_fp_log_probs needs a SmoothFP learner; got {type(learner).__name__}")
+    _refuse(learner, q0=q0, alpha=alpha)
+    beliefs = smooth_fp_beliefs(payoffs, learner.prior_weight)
+    eps = _as_scalar(learner.epsilon if epsilon is None else epsilon, "epsilon", payoffs)
+    return _gather(logit_log_policy(beliefs, learner.beta, eps), next_actions)
+
+
+# -- bandit-feedback Q-learning ---------------------------------------------------------------------
+def bandit_q_scores(
+    realised_payoffs: Tensor,
+    own_actions: Tensor,
+    n_actions: int,
+    alpha: Tensor | float,
+    q0: Tensor | float = 0.0,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Bandit-Q scores after every update (Eq. B1), by a chunked scan over rounds.
+
+    Within a chunk starting from ``Q(start)``, with ``c_a(j)`` the plays of ``a`` in the chunk up to round
+    ``j`` (inclusive)::
+
+        Q_a(j+1) = (1 - alpha)^{c_a(j)} Q_a(start) + alpha sum_{s<=j} m_a(s) r(s) (1 - alpha)^{c_a(j) - c_a(s)}
+
+    one ``C x C`` weight matrix per (episode, agent, action); the chunk-end state starts the next chunk.
+    Exponents are never negative, so every ``alpha`` in (0, 1] is exact (``alpha = 1`` included).
+
+    Args:
+        realised_payoffs: ``r(t) = M(a(t))_i``, ``[E, T', N]``.
+        own_actions: The actions ``a(t)`` the payoffs were earned with, ``[E, T', N]``.
+        n_actions: ``A``.
+        alpha: Learning rate (float or one-element tensor, differentiable).
+        q0: ``Q(1)``, a scalar or broadcastable to ``[E, N, A]`` (differentiable).
+        chunk_size: Rounds per chunk ``C`` (default :data:`DEFAULT_BANDIT_CHUNK_SIZE`).
+
+    Returns:
+        ``[E, T', N, A]``, the scores after ``k + 1`` updates at ``[:, k]``.
+
+    Raises:
+        ConfigurationError: mismatched shapes, a bad ``chunk_size``, ``alpha`` or ``q0``.
+    """
+    if realised_payoffs.dim() != 3 or own_actions.shape != realised_payoffs.shape:
+        raise ConfigurationError(
+            f"realised_payoffs and own_actions must both have shape [E, T, N]; got {tuple(realised_payoffs.shape)} "
+            f"and {tuple(own_actions.shape)}"
+        )
+    if chunk_size is None:
+        chunk_size = DEFAULT_BANDIT_CHUNK_SIZE
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ConfigurationError(f"chunk_size must be None or an integer >= 1; got {chunk_size!r}")
+    n_episodes, n_updates, n_agents = realised_payoffs.shape
+    alpha_t = _as_scalar(alpha, "alpha", realised_payoffs)
+    keep = 1.0 - alpha_t
+    state = _initial_state(q0, n_episodes, n_agents, n_actions, realised_payoffs)
+    played = torch.nn.functional.one_hot(own_actions.long(), n_actions).to(realised_payoffs.dtype)  # m [E,T',N,A]
+    steps = torch.arange(min(chunk_size, max(n_updates, 1)), device=realised_payoffs.device)
+    causal = (steps[:, None] >= steps[None, :])[None, :, :, None, None]  # [1, C(j), C(s), 1, 1]
+    chunks = []
+    for start in range(0, n_updates, chunk_size):
+        m = played[:, start : start + chunk_size]  # [E, C, N, A]
+        r = realised_payoffs[:, start : start + chunk_size]  # [E, C, N]
+        length = m.shape[1]
+        counts = m.cumsum(1)  # c_a(j), inclusive
+        lags = (counts[:, :, None] - counts[:, None, :]).clamp(min=0)  # [E, C(j), C(s), N, A]: c_a(j) - c_a(s)
+        weights = torch.where(
+            causal[:, :length, :length], alpha_t * m[:, None] * torch.pow(keep, lags), torch.zeros((), dtype=m.dtype)
+        )
+        local = torch.einsum("ejsna,esn->ejna", weights, r)
+        scores = local + torch.pow(keep, counts) * state[:, None]
+        chunks.append(scores)
+        state = scores[:, -1]
+    if not chunks:
+        return realised_payoffs.new_zeros((n_episodes, 0, n_agents, n_actions))
+    return torch.cat(chunks, dim=1)
+
+
+def bandit_q_log_probs(
+    learner: Learner,
+    realised_payoffs: Tensor,
+    own_actions: Tensor,
+    next_actions: Tensor,
+    *,
+    n_actions: int,
+    q0: Tensor | float | None = None,
+    alpha: Tensor | float | None = None,
+    epsilon: Tensor | float | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Eq. (B1)-(B2) for every round: ``[E, T', N]`` log-probabilities of the next actions.
+
+    Args:
+        learner: A :class:`~mechgym.learners.BanditQ`.
+        realised_payoffs: ``r(1..T')``, ``[E, T', N]``.
+        own_actions: Actions of rounds ``1..T'``, ``[E, T', N]``.
+        next_actions: Actions of rounds ``2..T``, ``[E, T', N]``.
+        n_actions: ``A``.
+        q0: ``Q(1)`` overriding ``learner.q0``, or ``None``.
+        alpha: Learning rate overriding ``learner.alpha``, or ``None``.
+        epsilon: Exploration overriding ``learner.epsilon``, or ``None``.
+        chunk_size: Rounds per chunk of :func:`bandit_q_scores`.
+    """
+    if not isinstance(learner, BanditQ):
+        raise ConfigurationError(f"bandit_q_log_probs needs a BanditQ learner; got {type(learner).__name__}")
+    scores = bandit_q_scores(
+        realised_payoffs,
+        own_actions,
+        n_actions,
+        learner.alpha if alpha is None else alpha,
+        learner.q0 if q0 is None else q0,
+        chunk_size,
+    )
+    eps = _as_scalar(learner.epsilon if epsilon is None else epsilon, "epsilon", realised_payoffs)
+    return _gather(logit_log_policy(scores, learner.beta, eps), next_actions)
+
+
+def bandit_q_log_likelihood(
+    mechanism: Mechanism,
+    actions: Tensor,
+    learner: BanditQ,
+    q0: Tensor | float | None = None,
+    *,
+    alpha: Tensor | float | None = None,
+    epsilon: Tensor | float | None = None,
+    reduction: Literal["sum", "mean", "none"] = "sum",
+    chunk_size: int | None = None,
+    validate: bool = True,
+) -> Tensor:
+    """Log-likelihood (paper Eq. 5) of action traces under bandit-Q learners playing ``mechanism``.
+
+    The counterpart of :func:`diml_inverse.log_likelihood` for :class:`~mechgym.learners.BanditQ`: the
+    realised payoffs come from one batched forward pass of the mechanism on the observed joint actions
+    (bandit learners never see counterfactual payoffs, so the mechanism is identified only on path), the
+    scores from :func:`bandit_q_scores`, and the policy from Eq. (B2).
+
+    Args:
+        mechanism: The (candidate) mechanism; gradients flow to its parameters.
+        actions: Observed joint actions, LongTensor ``[E, T, N]`` with ``T >= 2``.
+        learner: The assumed bandit-Q learner.
+        q0: ``Q(1)`` (scalar or broadcastable to ``[E, N, A]``); ``None`` for ``learner.q0``.
+        alpha: Learning rate overriding ``learner.alpha`` (a tensor to learn it).
+        epsilon: Exploration overriding ``learner.epsilon``.
+        reduction: ``"sum"``, ``"mean"`` or ``"none"`` (``[E, T-1, N]``) as in ``log_likelihood``.
+        chunk_size: Rounds per chunk of the scan.
+        validate: Check the actions' range (reads a flag back from the device).
+
+    Returns:
+        A scalar tensor, or ``[E, T-1, N]`` for ``reduction="none"``.
+
+    Raises:
+        InvalidActionError: ``actions`` is not an integer ``[E, T, N]`` tensor with ``T >= 2`` in range.
+        ConfigurationError: another learner, a bad reduction or override.
+    """
+    if not isinstance(mechanism, Mechanism):
+        raise ConfigurationError(f"mechanism must be a mechgym Mechanism; got {type(mechanism).__name__}")
+    if not isinstance(learner, BanditQ):
+        raise ConfigurationError(
+            f"bandit_q_log_likelihood needs a BanditQ learner; got {type(learner).__name__}. "
+            "Full-information learners go through diml_inverse.log_likelihood"
+        )
+    if reduction not in ("sum", "mean", "none"):
+        raise ConfigurationError(f"reduction must be 'sum', 'mean' or 'none'; got {reduction!r}")
+    if not isinstance(actions, Tensor) or actions.dim() != 3 or actions.shape[1] < 2:
+        shape = tuple(actions.shape) if isinstance(actions, Tensor) else type(actions).__name__
+        raise InvalidActionError(
+            f"actions must be an integer tensor of shape [E, T, N] with T >= 2 (the first round's action has no "
+            f"likelihood term, Eq. 5); got {shape}"
+        )
+    if validate:
+        validate_joint_actions(actions, mechanism.n_agents, mechanism.n_actions, where=type(mechanism).__name__)
+    actions = actions.to(device=mechanism._device(), dtype=torch.long)
+    realised = mechanism(actions[:, :-1])  # r(1..T-1), [E, T-1, N]
+    log_probs = bandit_q_log_probs(
+        learner,
+        realised,
+        actions[:, :-1],
+        actions[:, 1:],
+        n_actions=mechanism.n_actions,
+        q0=q0,
+        alpha=alpha,
+        epsilon=epsilon,
+        chunk_size=chunk_size,
+    )
+    if reduction == "none":
+        return log_probs
+    return log_probs.sum() if reduction == "sum" else log_probs.mean()

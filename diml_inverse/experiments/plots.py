@@ -1,0 +1,115 @@
+"""Figure-1-style plots: diff_mse and cfkl_params against epoch, per method (or per E4 scale).
+
+Lines are the mean over run seeds, bands the range (min to max) over seeds; both axes of values are on a
+log scale. Reference lines: the zero-mechanism diff_mse (a fit must stay below it) and the cfkl noise
+floor (the plug-in KL between two simulations of the truth; a fit cannot be told apart from the truth
+below it). Uses matplotlib's object API only (no pyplot state), so it is safe in library code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: The two panels: (curve column, reference-line column, panel title, reference label).
+PANELS: tuple[tuple[str, str, str, str], ...] = (
+    ("diff_mse", "zero_diff_mse", "payoff-difference error (diff_mse)", "zero mechanism"),
+    ("cfkl_params", "cfkl_noise_floor", "counterfactual KL (cfkl_params)", "noise floor"),
+)
+
+
+def _series(rows: Sequence[Mapping[str, Any]], group: str, column: str) -> dict[str, tuple[np.ndarray, ...]]:
+    """Per group: epochs, mean, min and max over seeds of ``column`` (epochs where it is NaN are dropped)."""
+    values: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        value = float(row[column])
+        if not math.isnan(value):
+            values[str(row[group])][int(row["epoch"])].append(value)
+    series = {}
+    for name, by_epoch in values.items():
+        epochs = np.array(sorted(by_epoch))
+        stacked = [np.array(by_epoch[e]) for e in epochs]
+        series[name] = (
+            epochs,
+            np.array([v.mean() for v in stacked]),
+            np.array([v.min() for v in stacked]),
+            np.array([v.max() for v in stacked]),
+        )
+    return series
+
+
+def _reference(rows: Sequence[Mapping[str, Any]], group: str, column: str) -> dict[str, float]:
+    """Mean over seeds of a per-run constant (one value per group)."""
+    per_run: dict[str, dict[Any, float]] = defaultdict(dict)
+    for row in rows:
+        per_run[str(row[group])][row["seed"]] = float(row[column])
+    return {name: float(np.mean(list(seeds.values()))) for name, seeds in per_run.items()}
+
+
+def plot_curves(
+    curves: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    title: str,
+    group: str = "method",
+    dpi: int = 100,
+) -> Path:
+    """Write a two-panel PNG of diff_mse and cfkl_params against epoch.
+
+    Args:
+        curves: Rows of ``curves.csv`` (any number of seeds).
+        path: Output PNG.
+        title: Figure title.
+        group: The column that makes the lines: ``"method"`` (E1–E3) or ``"game"`` (E4's scales). With
+            ``"game"`` every scale gets its own reference lines in its colour; otherwise the references
+            (which do not depend on the method) are drawn once, in grey.
+        dpi: Resolution (100 keeps the files small).
+
+    Returns:
+        The path written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4.0), dpi=dpi)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2)
+    seeds = sorted({row["seed"] for row in curves})
+    colours = dict(zip(dict.fromkeys(str(row[group]) for row in curves), _palette(), strict=False))
+    for axis, (column, reference_column, panel_title, reference_label) in zip(axes, PANELS, strict=True):
+        for name, (epochs, mean, low, high) in _series(curves, group, column).items():
+            colour = colours[name]
+            marker = "o" if len(epochs) < 40 and len(epochs) != int(epochs[-1]) else None
+            axis.plot(epochs, mean, color=colour, label=name, marker=marker, markersize=3, linewidth=1.5)
+            if len(seeds) > 1:
+                axis.fill_between(epochs, low, high, color=colour, alpha=0.2, linewidth=0)
+        references = _reference(curves, group, reference_column)
+        if group == "game":
+            for name, value in references.items():
+                axis.axhline(value, color=colours[name], linestyle="--", linewidth=1, alpha=0.8)
+            axis.plot([], [], color="grey", linestyle="--", linewidth=1, label=f"{reference_label} (per scale)")
+        else:
+            value = float(np.mean(list(references.values())))
+            axis.axhline(value, color="grey", linestyle="--", linewidth=1.2, label=reference_label)
+        axis.set_yscale("log")
+        axis.set_xlabel("epoch")
+        axis.set_title(panel_title, fontsize=10)
+        axis.grid(True, which="major", alpha=0.3)
+        axis.legend(fontsize=8)
+    spread = f"mean and range over {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
+    figure.suptitle(f"{title} ({spread})", fontsize=11)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    return path
+
+
+def _palette() -> list[str]:
+    """Matplotlib's default colour cycle."""
+    return ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
