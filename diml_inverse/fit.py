@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from diml_inverse.likelihood import _trace_log_probs_for, log_likelihood
+from diml_inverse.likelihood import _trace_log_probs_for, log_likelihood, trace_terms
 from diml_inverse.models import auto_model_name, build_model
 from diml_inverse.result import FitResult
 from mechgym.devices import DeviceLike, resolve_device
@@ -61,6 +61,7 @@ class FitConfig:
     device: str = "cpu"
     n_train_episodes: int = 0
     n_valid_episodes: int = 0
+    agent_batch_size: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +119,10 @@ def _check_assumed_learner(assumed: Learner | None, traces: TraceDataset, *, lea
         raise ConfigurationError(
             f"the traces record no learner{played_by}; pass the learning model to assume, e.g. "
             "learner=LogitQ(alpha, beta, epsilon) or learner=Hedge(eta)"
+        )
+    if not isinstance(assumed, Learner):
+        raise ConfigurationError(
+            f"learner must be a mechgym Learner (e.g. LogitQ(...), Hedge(...)) or None; got {type(assumed).__name__}"
         )
     try:
         _trace_log_probs_for(assumed)
@@ -230,6 +235,7 @@ def fit(
     model_kwargs: dict[str, Any] | None = None,
     env_kwargs: dict[str, Any] | None = None,
     callback: EpochCallback | None = None,
+    agent_batch_size: int | None = None,
 ) -> FitResult:
     """Fit a mechanism to action traces by maximum likelihood through the learners' unroll (DIML).
 
@@ -264,6 +270,9 @@ def fit(
         model_kwargs: Extra constructor arguments of the model family.
         env_kwargs: Arguments of the environment if they differ from the ones recorded in the traces.
         callback: ``callback(epoch, mechanism) -> dict`` called after each epoch (e.g. to track metrics).
+        agent_batch_size: Agents per minibatch, drawn at random for each minibatch (``None``: all). The
+            learner-state tensors ``[B, T, K, A]`` scale with it, so large games fit in memory; the
+            counterfactual payoffs still see every agent's action.
 
     Returns:
         A :class:`FitResult`.
@@ -299,8 +308,12 @@ def fit(
         learner=assumed.to_dict(), epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         payoff_l2=payoff_l2, grad_clip=grad_clip, valid_fraction=valid_fraction, patience=patience, select=select,
         learn_q0=learn_q0, learn_alpha=learn_alpha, learn_epsilon=learn_epsilon, seed=seed, device=str(target),
-        n_train_episodes=int(train.shape[0]), n_valid_episodes=int(valid.shape[0]),
+        n_train_episodes=int(train.shape[0]), n_valid_episodes=int(valid.shape[0]), agent_batch_size=agent_batch_size,
     )
+    n_agents = truth_like.n_agents
+    if agent_batch_size is not None and (isinstance(agent_batch_size, bool) or not isinstance(agent_batch_size, int)
+                                         or agent_batch_size < 1):
+        raise ConfigurationError(f"agent_batch_size must be None or an integer >= 1; got {agent_batch_size!r}")
     parameters = [p for p in [*mechanism.parameters(), *extras.parameters()] if p.requires_grad]
     if not parameters:
         raise ConfigurationError("the model has no trainable parameters (was it frozen?)")
@@ -316,10 +329,15 @@ def fit(
         total, terms = 0.0, 0
         for index in torch.randperm(train.shape[0], generator=generator).split(batch_size):
             batch = train[index.to(target)]
-            n_terms = batch.shape[0] * (batch.shape[1] - 1) * batch.shape[2]
-            nll = -log_likelihood(mechanism, batch, extras.learner, extras.q0, alpha=extras.alpha(),
-                                  epsilon=extras.epsilon(), validate=False) / n_terms
-            loss = nll + payoff_l2 * mechanism(batch).pow(2).mean() if payoff_l2 else nll
+            agents = None
+            if agent_batch_size is not None and agent_batch_size < n_agents:
+                agents = torch.randperm(n_agents, generator=generator)[:agent_batch_size].sort().values.to(target)
+            log_probs, realised = trace_terms(mechanism, batch, extras.learner, extras.q0, alpha=extras.alpha(),
+                                              epsilon=extras.epsilon(), agents=agents, validate=False)
+            n_terms = log_probs.numel()
+            nll = -log_probs.sum() / n_terms
+            # the published penalty: mean squared payoff of the observed joint actions (rounds 1..T-1)
+            loss = nll + payoff_l2 * realised.pow(2).mean() if payoff_l2 else nll
             if not torch.isfinite(loss):
                 raise FitDivergedError(
                     f"the fit diverged at epoch {epoch}: the loss became {float(loss)}. Lower lr (now {lr}), "

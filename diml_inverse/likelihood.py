@@ -34,6 +34,7 @@ __all__ = [
     "counterfactual_scores",
     "linear_filter",
     "log_likelihood",
+    "trace_terms",
 ]
 
 #: Horizons of at most this many updates are filtered in one piece (one ``T x T`` decay matrix).
@@ -294,18 +295,61 @@ def log_likelihood(
         >>> nll = -log_likelihood(model, actions, LogitQ(0.25, 3.0, 0.06)) / actions[:, 1:].numel()
         >>> nll.backward()
     """
-    if not isinstance(mechanism, Mechanism):
-        raise ConfigurationError(f"mechanism must be a mechgym Mechanism; got {type(mechanism).__name__}")
     if reduction not in ("sum", "mean", "none"):
         raise ConfigurationError(f"reduction must be 'sum', 'mean' or 'none'; got {reduction!r}")
-    trace_log_probs = _trace_log_probs_for(learner)
-    _check_actions(actions, mechanism, validate)
-    actions = actions.to(device=mechanism._device(), dtype=torch.long)
-
-    payoffs = mechanism.counterfactual_payoffs(actions[:, :-1])  # [E, T-1, N, A]: u(1..T-1), Eq. (1)
-    log_probs = trace_log_probs(
-        learner, payoffs, actions[:, 1:], q0=q0, alpha=alpha, epsilon=epsilon, chunk_size=chunk_size
+    log_probs, _ = trace_terms(
+        mechanism, actions, learner, q0, alpha=alpha, epsilon=epsilon, chunk_size=chunk_size, validate=validate
     )
     if reduction == "none":
         return log_probs
     return log_probs.sum() if reduction == "sum" else log_probs.mean()
+
+
+def trace_terms(
+    mechanism: Mechanism,
+    actions: Tensor,
+    learner: Learner,
+    q0: Tensor | float | None = None,
+    *,
+    alpha: Tensor | float | None = None,
+    epsilon: Tensor | float | None = None,
+    chunk_size: int | None = None,
+    agents: Tensor | None = None,
+    validate: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """The terms of Eq. (5) and the realised payoffs they were computed from, for all or some agents.
+
+    The sum of the first output over agents is :func:`log_likelihood`'s ``reduction="none"``; restricted to
+    a subset of agents it is an unbiased minibatch of the likelihood over agents (the counterfactual
+    payoffs of a round still see every agent's action).
+
+    Args:
+        mechanism, actions, learner, q0, alpha, epsilon, chunk_size, validate: as in :func:`log_likelihood`.
+        agents: Optional LongTensor ``[K]`` of agent indices; ``None`` for all ``N``. A ``q0`` with an agent
+            axis (``[N, A]`` or ``[E, N, A]``) is indexed by it.
+
+    Returns:
+        ``(log_probs, payoffs)``, both ``[E, T-1, K]``: ``log pi_i(k+2)(a_i(k+2))`` and the realised payoff
+        ``M(a(k+1))[i]`` of rounds ``1..T-1`` (1-indexed; the last round's payoff is not needed).
+    """
+    if not isinstance(mechanism, Mechanism):
+        raise ConfigurationError(f"mechanism must be a mechgym Mechanism; got {type(mechanism).__name__}")
+    trace_log_probs = _trace_log_probs_for(learner)
+    _check_actions(actions, mechanism, validate)
+    device = mechanism._device()
+    actions = actions.to(device=device, dtype=torch.long)
+    if agents is not None:
+        agents = torch.as_tensor(agents, dtype=torch.long, device=device)
+        if agents.dim() != 1 or agents.numel() == 0 or int(agents.min()) < 0 or int(agents.max()) >= actions.shape[-1]:
+            raise ConfigurationError(
+                f"agents must be a non-empty 1-D list of indices in [0, {actions.shape[-1]}); got {agents.tolist()}"
+            )
+        if isinstance(q0, Tensor) and q0.dim() >= 2:
+            q0 = q0[..., agents, :]
+    played = actions[:, :-1] if agents is None else actions[:, :-1, agents]
+    payoffs = mechanism.counterfactual_payoffs(actions[:, :-1], agents)  # [E, T-1, K, A]: u(1..T-1), Eq. (1)
+    next_actions = actions[:, 1:] if agents is None else actions[:, 1:, agents]
+    log_probs = trace_log_probs(
+        learner, payoffs, next_actions, q0=q0, alpha=alpha, epsilon=epsilon, chunk_size=chunk_size
+    )
+    return log_probs, payoffs.gather(-1, played[..., None]).squeeze(-1)

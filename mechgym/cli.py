@@ -4,6 +4,8 @@ Examples::
 
     mechgym list
     mechgym record mechgym/Congestion-v0 --episodes 48 --rounds 60 --seed 0 -o traces.parquet
+    mechgym record mechgym/Congestion-v0 --learner hedge --eta 0.1 -o hedge.parquet
+    mechgym record mechgym/Congestion-v0 --learner ppo --shared --sb3-kwarg n_steps=32 -o ppo.parquet
     mechgym info traces.parquet
 """
 
@@ -18,11 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from mechgym.errors import ConfigurationError, MechGymError
+from mechgym.learners import LEARNERS, Learner
 
 #: Exit status for bad input (unknown id, malformed file, bad option), as argparse uses for usage errors.
 EXIT_USAGE = 2
 #: Exit status when the operating system refuses (unwritable path, disk full).
 EXIT_OS_ERROR = 1
+
+#: ``--learner`` values trained with Stable-Baselines3 (the others are mechgym learning rules, simulated).
+SB3_LEARNERS = ("ppo", "a2c", "dqn")
+#: Hyperparameter options of the mechgym learning rules (each rule takes the ones that are its fields).
+_LEARNER_OPTIONS = ("alpha", "beta", "epsilon", "eta", "q0", "prior_weight")
 
 
 def _parse_env_kwarg(text: str) -> tuple[str, Any]:
@@ -76,6 +84,54 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cli_learner(args: argparse.Namespace, default: Learner) -> Learner:
+    """The learning rule of ``--learner`` (the environment's default without it) with the options given."""
+    from mechgym.learners import LEARNERS
+
+    changes = {name: getattr(args, name) for name in _LEARNER_OPTIONS if getattr(args, name) is not None}
+    if args.learner is None:
+        learner, which = default, f"the default learner of {args.env_id} ({default.name})"
+    else:
+        cls = LEARNERS[args.learner.replace("-", "_")]
+        learner, which = (default if isinstance(default, cls) else cls()), f"the {cls.name} learner"
+    if not changes:
+        return learner
+    try:
+        return learner.replace(**changes)
+    except TypeError:
+        options = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(changes))
+        raise ConfigurationError(
+            f"{which} has no parameter among {options}; its parameters are {sorted(learner.params())}"
+        ) from None
+
+
+def _train_sb3(args: argparse.Namespace, env: Any) -> Any:
+    """Train ``--learner ppo|a2c|dqn`` agents on ``env`` and return their traces."""
+    from mechgym.devices import resolve_device
+
+    given = [f"--{name.replace('_', '-')}" for name in _LEARNER_OPTIONS if getattr(args, name) is not None]
+    if given:
+        raise ConfigurationError(
+            f"{', '.join(given)} set mechgym learning rules; give {args.learner} hyperparameters as "
+            "--sb3-kwarg KEY=VALUE (e.g. --sb3-kwarg learning_rate=0.001)"
+        )
+    try:
+        from mechgym.learners.sb3 import train_sb3
+    except ImportError as error:
+        raise ConfigurationError(str(error)) from None
+    agents = train_sb3(
+        env,
+        args.learner,
+        n_episodes=args.episodes,
+        seed=args.seed,
+        shared=args.shared,
+        hyperparameters=dict(args.sb3_kwarg),
+        device=str(resolve_device(args.device)),
+        progress=not args.quiet,
+    )
+    return agents.traces
+
+
 def _record(args: argparse.Namespace) -> int:
     from mechgym.registration import make
     from mechgym.rollout import rollout
@@ -88,31 +144,29 @@ def _record(args: argparse.Namespace) -> int:
         if args.rounds < 1:
             raise ConfigurationError(f"--rounds must be at least 1; got {args.rounds}")
         env = env.with_n_rounds(args.rounds)  # keeps env_kwargs["n_rounds"] in the metadata truthful
-    learner = env.default_learner
-    changes = {name: getattr(args, name) for name in ("alpha", "beta", "epsilon") if getattr(args, name) is not None}
-    if changes:
-        try:
-            learner = learner.replace(**changes)
-        except TypeError:
-            raise ConfigurationError(
-                f"the default learner of {args.env_id} ({learner.name}) has no parameter among "
-                f"{sorted(changes)}; its parameters are {sorted(learner.params())}"
-            ) from None
     start = time.perf_counter()
-    traces = rollout(
-        env,
-        learner,
-        n_episodes=args.episodes,
-        seed=args.seed,
-        device=args.device,
-        progress=not args.quiet,
-    )
+    if args.learner in SB3_LEARNERS:
+        traces = _train_sb3(args, env)
+        sb3 = traces.metadata.extra["sb3"]
+        played_by = f"{sb3['mode']} {args.learner.upper()} agents (Stable-Baselines3)"
+    else:
+        if args.shared or args.sb3_kwarg:
+            raise ConfigurationError(f"--shared and --sb3-kwarg apply to --learner {'|'.join(SB3_LEARNERS)} only")
+        traces = rollout(
+            env,
+            _cli_learner(args, env.default_learner),
+            n_episodes=args.episodes,
+            seed=args.seed,
+            device=args.device,
+            progress=not args.quiet,
+        )
+        played_by = _format_learner(traces.metadata.learner)
     output.parent.mkdir(parents=True, exist_ok=True)
     traces.save(output)
     elapsed = time.perf_counter() - start
     print(
         f"recorded {traces.n_episodes} episodes x {traces.n_rounds} rounds x {traces.n_agents} agents "
-        f"(A={traces.n_actions}) of {args.env_id} by {_format_learner(traces.metadata.learner)}, seed {args.seed} "
+        f"(A={traces.n_actions}) of {args.env_id} by {played_by}, seed {args.seed} "
         f"-> {output} ({_human_size(output.stat().st_size)}, {elapsed:.1f} s)"
     )
     return 0
@@ -167,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     record = commands.add_parser(
         "record",
         help="record learners playing an environment to a trace file",
-        description="Simulate learners playing ENV_ID (vectorised) and save the traces (.parquet or .npz).",
+        description="Simulate learners playing ENV_ID (vectorised), or train Stable-Baselines3 agents on it "
+        "(--learner ppo|a2c|dqn, every joint action of training recorded), and save the traces (.parquet or .npz).",
     )
     record.add_argument(
         "env_id", metavar="ENV_ID", help="registered id, e.g. mechgym/Congestion-v0 (see `mechgym list`)"
@@ -175,9 +230,32 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--episodes", type=int, default=48, help="number of episodes E (default: 48)")
     record.add_argument("--rounds", type=int, default=None, help="rounds T per episode (default: the environment's)")
     record.add_argument("--seed", type=int, default=0, help="seed of the action draws (default: 0)")
+    record.add_argument(
+        "--learner",
+        choices=[*sorted(name.replace("_", "-") for name in LEARNERS), *SB3_LEARNERS],
+        default=None,
+        help="learning rule of every agent (default: the env's default learner); ppo, a2c and dqn train "
+        "Stable-Baselines3 agents for --episodes episodes (pip install '.[sb3]')",
+    )
     record.add_argument("--alpha", type=float, default=None, help="learning rate (default: the env's default learner)")
     record.add_argument("--beta", type=float, default=None, help="inverse temperature (default: the env's learner)")
     record.add_argument("--epsilon", type=float, default=None, help="exploration rate (default: the env's learner)")
+    record.add_argument("--eta", type=float, default=None, help="Hedge learning rate (default: Hedge's)")
+    record.add_argument("--q0", type=float, default=None, help="initial score of every action (default: the learner's)")
+    record.add_argument(
+        "--prior-weight", type=float, default=None, help="smooth fictitious play prior weight w0 (default: 1)"
+    )
+    record.add_argument(
+        "--shared", action="store_true", help="ppo/a2c/dqn: one parameter-shared model (default: one per agent)"
+    )
+    record.add_argument(
+        "--sb3-kwarg",
+        metavar="KEY=VALUE",
+        type=_parse_env_kwarg,
+        action="append",
+        default=[],
+        help="ppo/a2c/dqn: Stable-Baselines3 constructor argument (VALUE read as JSON if it parses); repeatable",
+    )
     record.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     record.add_argument(
         "--env-kwarg",

@@ -220,3 +220,15 @@ def test_fit_on_cuda_matches_cpu(e1_traces: TraceDataset) -> None:
         assert abs(row_cpu["train_nll"] - row_gpu["train_nll"]) < 1e-4
     joint = data.actions_tensor()[0]
     torch.testing.assert_close(gpu.mechanism(joint.cuda()).cpu(), cpu.mechanism(joint), rtol=1e-3, atol=1e-4)
+
+
+def test_agent_minibatches_cover_large_games_in_bounded_memory() -> None:
+    env_id = "mechgym/AnonymousGame-v0"
+    kwargs = {"n_agents": 30, "n_actions": 5}
+    traces = mechgym.rollout(mechgym.make(env_id, **kwargs), n_episodes=6, n_rounds=12, seed=0)
+    result = diml_inverse.fit(env_id, traces, epochs=2, batch_size=3, agent_batch_size=7, progress=False,
+                              device="cpu", model_kwargs={"hidden": 16})
+    assert result.config["agent_batch_size"] == 7
+    assert all(np.isfinite(row["train_nll"]) and np.isfinite(row["valid_nll"]) for row in result.history)
+    with pytest.raises(ConfigurationError, match="agent_batch_size"):
+        diml_inverse.fit(env_id, traces, epochs=1, agent_batch_size=0, progress=False, device="cpu")

@@ -180,3 +180,28 @@ def test_bad_sizes_raise() -> None:
         CongestionMechanism(pricing="tax")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="too large"):
         TabularMechanism(30, 10)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_counterfactual_payoffs_of_an_agent_subset(name: str) -> None:
+    mechanism = FACTORIES[name]()
+    joint = random_joint(mechanism, 3, 4)
+    agents = torch.tensor([mechanism.n_agents - 1, 0])
+    full = mechanism.counterfactual_payoffs_generic(joint)
+    torch.testing.assert_close(mechanism.counterfactual_payoffs_generic(joint, agents), full[..., agents, :])
+    torch.testing.assert_close(mechanism.counterfactual_payoffs(joint, agents), full[..., agents, :], rtol=1e-4, atol=5e-5)
+
+
+def test_chunked_anonymous_rows_equal_whole_and_keep_gradients() -> None:
+    mechanism = AnonymousCountMechanism(30, 6, seed=0)
+    mechanism.rows_chunk_size = 7
+    joint = random_joint(mechanism, 5, 9)  # 45 rounds: 7 chunks, the last one short
+    chunked = mechanism.counterfactual_payoffs(joint)
+    whole = mechanism.counterfactual_payoffs_generic(joint)
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=5e-5)
+    chunked.square().sum().backward()
+    grads = [p.grad.clone() for p in mechanism.parameters()]
+    mechanism.zero_grad()
+    whole.square().sum().backward()
+    for got, expected in zip(grads, [p.grad for p in mechanism.parameters()], strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-5)

@@ -13,6 +13,7 @@ and :func:`~diml_inverse.metrics.cfkl_noise_floor` called with the same evaluati
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 
 import torch
@@ -166,11 +167,21 @@ class TruthEvaluator:
         return empirical_kl(self.truth_play(size), play, self.truth.n_actions)
 
     def epoch_metrics(self, estimate: Mechanism, with_cfkl: bool) -> dict[str, float]:
-        """diff_mse every epoch; cfkl_params at the per-epoch size when ``with_cfkl`` (NaN otherwise)."""
+        """diff_mse every epoch; cfkl_params at the per-epoch size when ``with_cfkl`` (NaN otherwise).
+
+        Returns:
+            ``diff_mse``, ``cfkl_params`` and the seconds each took (``diff_seconds``, ``cfkl_seconds``).
+        """
+        started = time.perf_counter()
         view = frozen_view(estimate)
+        diff = self.diff_mse(view)
+        middle = time.perf_counter()
+        cfkl = self.cfkl(view, self.cf_size) if with_cfkl else math.nan
         return {
-            "diff_mse": self.diff_mse(view),
-            "cfkl_params": self.cfkl(view, self.cf_size) if with_cfkl else math.nan,
+            "diff_mse": diff,
+            "cfkl_params": cfkl,
+            "diff_seconds": middle - started,
+            "cfkl_seconds": time.perf_counter() - middle,
         }
 
     def final_metrics(self, estimate: Mechanism, model_learner: LogitQ, cfkl: float | None = None) -> dict[str, float]:

@@ -115,7 +115,13 @@ def timing_summary(timing: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     table = []
     for (game, method), rows in groups.items():
         entry: dict[str, Any] = {"game": game, "method": method, "seeds": len(rows)}
-        for column in ("fit_seconds", "epoch_eval_seconds", "final_eval_seconds", "total_seconds"):
+        for column in (
+            "fit_seconds",
+            "epoch_eval_seconds",
+            "epoch_cfkl_seconds",
+            "final_eval_seconds",
+            "total_seconds",
+        ):
             values = [r[column] for r in rows if isinstance(r.get(column), float)]
             entry[column] = float(np.mean(values)) if values else None
         table.append(entry)

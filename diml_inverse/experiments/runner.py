@@ -168,6 +168,7 @@ def _fit_method(
                 **references,
                 "fit_seconds": fit_seconds,
                 "eval_seconds": row["eval_seconds"],
+                "cfkl_seconds": row["cfkl_seconds"],
             }
         )
     final_started = time.perf_counter()
@@ -198,6 +199,8 @@ def _fit_method(
             **keys,
             "fit_seconds": fit_total,
             "epoch_eval_seconds": eval_total,
+            "epoch_cfkl_seconds": sum(row["cfkl_seconds"] for row in run.curves),
+            "cfkl_evaluations": sum(not math.isnan(row["cfkl_params"]) for row in run.curves),
             "final_eval_seconds": finished - final_started,
             "total_seconds": finished - started,
         }

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from mechgym.errors import ConfigurationError, InvalidActionError
 
@@ -54,19 +55,23 @@ def all_joint_actions(n_agents: int, n_actions: int, device: torch.device | str 
     return torch.stack([g.reshape(-1) for g in grids], dim=-1)
 
 
-def gather_counterfactuals(table: Tensor, joint_actions: Tensor, n_actions: int) -> Tensor:
+def gather_counterfactuals(
+    table: Tensor, joint_actions: Tensor, n_actions: int, agents: Tensor | None = None
+) -> Tensor:
     """Counterfactual payoffs ``[..., N, A]`` read from a payoff table ``[A**N, N]``.
 
-    Entry ``[..., i, a]`` is ``table[index of (a, a_-i), i]``.
+    Entry ``[..., i, a]`` is ``table[index of (a, a_-i), i]``; with ``agents`` (LongTensor ``[K]``) only those
+    agents' rows are returned, ``[..., K, A]``.
     """
     n_agents = joint_actions.shape[-1]
-    strides = n_actions ** torch.arange(n_agents - 1, -1, -1, device=joint_actions.device)
+    device = joint_actions.device
+    strides = n_actions ** torch.arange(n_agents - 1, -1, -1, device=device)
     index = (joint_actions * strides).sum(-1)  # [...]
-    alternatives = torch.arange(n_actions, device=joint_actions.device)
+    agents = torch.arange(n_agents, device=device) if agents is None else agents
+    alternatives = torch.arange(n_actions, device=device)
     # index of (a, a_-i): replace agent i's digit by a
-    cf_index = index[..., None, None] + (alternatives - joint_actions[..., :, None]) * strides[:, None]
-    flat = cf_index * n_agents + torch.arange(n_agents, device=joint_actions.device)[:, None]
-    return table.reshape(-1)[flat]
+    cf_index = index[..., None, None] + (alternatives - joint_actions[..., agents, None]) * strides[agents, None]
+    return table.reshape(-1)[cf_index * n_agents + agents[:, None]]
 
 
 class Mechanism(nn.Module):
@@ -112,21 +117,28 @@ class Mechanism(nn.Module):
         """``A**N``, the size of the joint action space (a Python int, may be astronomically large)."""
         return self.n_actions**self.n_agents
 
-    def counterfactual_payoffs(self, joint_actions: Tensor) -> Tensor:
-        """Counterfactual payoffs ``[..., N, A]``: entry ``[i, a]`` is ``M(a, a_-i)[i]`` (paper Eq. 1)."""
-        if self._use_table(joint_actions):
-            return gather_counterfactuals(self.payoff_table(), joint_actions, self.n_actions)
-        return self._structured_counterfactual_payoffs(joint_actions)
+    def counterfactual_payoffs(self, joint_actions: Tensor, agents: Tensor | None = None) -> Tensor:
+        """Counterfactual payoffs ``[..., N, A]``: entry ``[i, a]`` is ``M(a, a_-i)[i]`` (paper Eq. 1).
 
-    def counterfactual_payoffs_generic(self, joint_actions: Tensor) -> Tensor:
-        """Reference implementation of :meth:`counterfactual_payoffs`: one forward pass over ``[..., N, A, N]``."""
+        Args:
+            joint_actions: LongTensor ``[..., N]``.
+            agents: Optional LongTensor ``[K]`` of agent indices: return only their rows, ``[..., K, A]``.
+        """
+        if self._use_table(joint_actions):
+            return gather_counterfactuals(self.payoff_table(), joint_actions, self.n_actions, agents)
+        return self._structured_counterfactual_payoffs(joint_actions, agents)
+
+    def counterfactual_payoffs_generic(self, joint_actions: Tensor, agents: Tensor | None = None) -> Tensor:
+        """Reference implementation of :meth:`counterfactual_payoffs`: one forward pass over ``[..., K, A, N]``."""
         n, a = self.n_agents, self.n_actions
         device = joint_actions.device
-        is_deviator = torch.eye(n, dtype=torch.bool, device=device)[:, None, :]  # [N(i), 1, N(j)]
+        agents = torch.arange(n, device=device) if agents is None else agents
+        is_deviator = agents[:, None, None] == torch.arange(n, device=device)  # [K(i), 1, N(j)]
         alternatives = torch.arange(a, device=device)[None, :, None]  # [1, A, 1]
-        deviations = torch.where(is_deviator, alternatives, joint_actions[..., None, None, :])  # [..., N, A, N]
-        payoffs = self(deviations)  # [..., N, A, N]
-        return payoffs.diagonal(dim1=-3, dim2=-1).transpose(-1, -2)
+        deviations = torch.where(is_deviator, alternatives, joint_actions[..., None, None, :])  # [..., K, A, N]
+        payoffs = self(deviations)  # [..., K, A, N]
+        index = agents[:, None, None].expand(*payoffs.shape[:-1], 1)
+        return payoffs.gather(-1, index).squeeze(-1)
 
     def payoff_table(self) -> Tensor:
         """Payoffs of every joint action, ``[A**N, N]`` in the order of :func:`all_joint_actions`.
@@ -161,9 +173,9 @@ class Mechanism(nn.Module):
         return self._frozen
 
     # -- helpers for subclasses ----------------------------------------------------------------
-    def _structured_counterfactual_payoffs(self, joint_actions: Tensor) -> Tensor:
+    def _structured_counterfactual_payoffs(self, joint_actions: Tensor, agents: Tensor | None = None) -> Tensor:
         """The fastest non-table path; the generic enumeration unless a subclass knows better."""
-        return self.counterfactual_payoffs_generic(joint_actions)
+        return self.counterfactual_payoffs_generic(joint_actions, agents)
 
     def _use_table(self, joint_actions: Tensor) -> bool:
         # Independent of the batch size, so that one environment step and a batched rollout take the same path.
@@ -220,11 +232,32 @@ class AnonymousMechanism(Mechanism):
         own = nn.functional.one_hot(joint_actions, self.n_actions).to(counts.dtype)
         return self.payoff_from_counts(joint_actions, counts[..., None, :] - own)
 
-    def _structured_counterfactual_payoffs(self, joint_actions: Tensor) -> Tensor:
+    #: Rows of counts per chunk when :meth:`counterfactual_rows_chunked` bounds memory.
+    rows_chunk_size: int = 256
+
+    def counterfactual_rows_chunked(self, counts: Tensor) -> Tensor:
+        """:meth:`counterfactual_rows` over chunks of rounds; with gradients each chunk is checkpointed.
+
+        The hidden activations of ``A x A`` deviations per round dominate memory in large games; checkpointing
+        keeps only the rows ``[..., A, A]`` and recomputes a chunk's activations in the backward pass.
+        """
+        flat = counts.reshape(-1, counts.shape[-1])
+        if flat.shape[0] <= self.rows_chunk_size:
+            return self.counterfactual_rows(counts)
+        keep_graph = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        chunks = []
+        for chunk in flat.split(self.rows_chunk_size):
+            if keep_graph:
+                chunks.append(checkpoint(self.counterfactual_rows, chunk, use_reentrant=False))
+            else:
+                chunks.append(self.counterfactual_rows(chunk))
+        return torch.cat(chunks).reshape(*counts.shape, self.n_actions)
+
+    def _structured_counterfactual_payoffs(self, joint_actions: Tensor, agents: Tensor | None = None) -> Tensor:
         counts = action_counts(joint_actions, self.n_actions, self._dtype())
-        rows = self.counterfactual_rows(counts)  # [..., A_own, A_alt]
-        index = joint_actions[..., None].expand(*joint_actions.shape, self.n_actions)
-        return rows.gather(-2, index)
+        rows = self.counterfactual_rows_chunked(counts)  # [..., A_own, A_alt]
+        own = joint_actions if agents is None else joint_actions[..., agents]
+        return rows.gather(-2, own[..., None].expand(*own.shape, self.n_actions))
 
 
 def action_counts(joint_actions: Tensor, n_actions: int, dtype: torch.dtype = torch.float32) -> Tensor:

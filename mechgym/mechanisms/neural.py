@@ -59,15 +59,17 @@ class NeuralJointMechanism(Mechanism):
         hidden = torch.tanh(self.layer1(embedded.flatten(-2)))
         return self.layer3(torch.tanh(self.layer2(hidden)))
 
-    def _structured_counterfactual_payoffs(self, joint_actions: Tensor) -> Tensor:
+    def _structured_counterfactual_payoffs(self, joint_actions: Tensor, agents: Tensor | None = None) -> Tensor:
         """The first layer is a sum of per-agent terms, so a deviation swaps one term."""
         n, a, d = self.n_agents, self.n_actions, self.embed_dim
         weight = self.layer1.weight.view(self.hidden, n, d)
         # contribution[i, a, :] = W_i @ embedding(agent i, action a)
         contribution = torch.einsum("hnd,nad->nah", weight, self.embedding.weight.view(n, a, d))
-        agents = torch.arange(n, device=joint_actions.device)
-        played = contribution[agents, joint_actions]  # [..., N, H]
+        everyone = torch.arange(n, device=joint_actions.device)
+        agents = everyone if agents is None else agents
+        played = contribution[everyone, joint_actions]  # [..., N, H]
         pre = self.layer1.bias + played.sum(-2)  # [..., H]
-        pre_cf = pre[..., None, None, :] - played[..., :, None, :] + contribution  # [..., N, A, H]
-        payoffs = self.layer3(torch.tanh(self.layer2(torch.tanh(pre_cf))))  # [..., N, A, N]
-        return payoffs.diagonal(dim1=-3, dim2=-1).transpose(-1, -2)
+        pre_cf = pre[..., None, None, :] - played[..., agents, None, :] + contribution[agents]  # [..., K, A, H]
+        hidden = torch.tanh(self.layer2(torch.tanh(pre_cf)))
+        # only agent i's output unit is needed for row i
+        return (hidden * self.layer3.weight[agents][:, None, :]).sum(-1) + self.layer3.bias[agents][:, None]
