@@ -25,7 +25,8 @@ whose state after round ``j`` of a chunk is ``(1 - alpha)^{c_a(j)} Q_a(start) + 
 evaluates it chunk by chunk (a ``C x C`` weight matrix per chunk, a loop over ``T / C`` chunks).
 The dispatch table of :func:`~diml_inverse.log_likelihood` passes only the counterfactual payoffs and the
 next actions, not the actions each payoff was earned with, so bandit-Q is served by its own entry point,
-:func:`bandit_q_log_likelihood`, and not (yet) by :func:`~diml_inverse.fit`.
+:func:`bandit_q_log_likelihood`, and not (yet) by :func:`~diml_inverse.fit`
+(:func:`bandit_q_trace_log_probs` is the table-shaped form, ready for when the table passes own actions).
 
 Shapes: ``E`` episodes, ``T`` rounds, ``N`` agents, ``A`` actions; ``T' = T - 1`` updates.
 """
@@ -46,6 +47,7 @@ __all__ = [
     "bandit_q_log_likelihood",
     "bandit_q_log_probs",
     "bandit_q_scores",
+    "bandit_q_trace_log_probs",
     "hedge_log_probs",
     "hedge_scores",
     "smooth_fp_beliefs",
@@ -124,6 +126,7 @@ def hedge_log_probs(
     payoffs: Tensor,
     next_actions: Tensor,
     *,
+    own_actions: Tensor | None = None,
     q0: Tensor | float | None,
     alpha: Tensor | float | None,
     epsilon: Tensor | float | None,
@@ -173,6 +176,7 @@ def smooth_fp_log_probs(
     payoffs: Tensor,
     next_actions: Tensor,
     *,
+    own_actions: Tensor | None = None,
     q0: Tensor | float | None,
     alpha: Tensor | float | None,
     epsilon: Tensor | float | None,
@@ -305,6 +309,38 @@ def bandit_q_log_probs(
     )
     eps = _as_scalar(learner.epsilon if epsilon is None else epsilon, "epsilon", realised_payoffs)
     return _gather(logit_log_policy(scores, learner.beta, eps), next_actions)
+
+
+def bandit_q_trace_log_probs(
+    learner: Learner,
+    payoffs: Tensor,
+    next_actions: Tensor,
+    *,
+    own_actions: Tensor,
+    q0: Tensor | float | None,
+    alpha: Tensor | float | None,
+    epsilon: Tensor | float | None,
+    chunk_size: int | None,
+) -> Tensor:
+    """:func:`bandit_q_log_probs` in the shape of the dispatch table of :mod:`diml_inverse.likelihood`.
+
+    The table's functions receive the counterfactual payoffs ``[E, T', N, A]`` and the next actions; bandit-Q
+    also needs ``own_actions`` (the actions of rounds ``1..T'``, at which the realised payoffs are read).
+    It is registered for ``BanditQ``, so :func:`~diml_inverse.log_likelihood` and
+    :func:`~diml_inverse.fit` accept bandit-Q.
+    """
+    realised = payoffs.gather(-1, own_actions.long()[..., None]).squeeze(-1)  # r(t) = u(a(t), a_-i(t))
+    return bandit_q_log_probs(
+        learner,
+        realised,
+        own_actions,
+        next_actions,
+        n_actions=payoffs.shape[-1],
+        q0=q0,
+        alpha=alpha,
+        epsilon=epsilon,
+        chunk_size=chunk_size,
+    )
 
 
 def bandit_q_log_likelihood(

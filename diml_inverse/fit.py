@@ -127,11 +127,7 @@ def _check_assumed_learner(assumed: Learner | None, traces: TraceDataset, *, lea
     try:
         _trace_log_probs_for(assumed)
     except ConfigurationError as error:
-        hint = (
-            " Bandit-feedback learners need each agent's own past actions in the likelihood: evaluate it with "
-            "diml_inverse.dynamics.bandit_q_log_likelihood." if assumed.feedback == "bandit" else ""
-        )
-        raise ConfigurationError(f"fit cannot assume this learner: {error}{hint}") from None
+        raise ConfigurationError(f"fit cannot assume this learner: {error}") from None
     if not isinstance(assumed, LogitQ):
         learned = [name for name, on in (("learn_alpha", learn_alpha), ("learn_epsilon", learn_epsilon)) if on]
         if learn_q0 and "q0" not in assumed.params():
@@ -357,7 +353,8 @@ def fit(
         if valid.shape[0]:
             row["valid_nll"] = _mean_nll(mechanism, valid, extras.learner, extras, batch_size)
         if callback is not None:
-            row.update(callback(epoch, mechanism))
+            with torch.no_grad():
+                row.update(callback(epoch, mechanism))
         row["seconds"] = time.perf_counter() - started
         history.append(row)
         bar.set_postfix({k: f"{row[k]:.4f}" for k in ("train_nll", "valid_nll") if k in row})

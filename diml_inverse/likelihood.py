@@ -23,9 +23,9 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor
 
-from diml_inverse.dynamics import hedge_log_probs, smooth_fp_log_probs
+from diml_inverse.dynamics import bandit_q_trace_log_probs, hedge_log_probs, smooth_fp_log_probs
 from mechgym.errors import ConfigurationError, InvalidActionError
-from mechgym.learners import Hedge, Learner, LogitQ, SmoothFP, logit_log_policy
+from mechgym.learners import BanditQ, Hedge, Learner, LogitQ, SmoothFP, logit_log_policy
 from mechgym.mechanisms import Mechanism, validate_joint_actions
 
 __all__ = [
@@ -174,6 +174,7 @@ class _TraceLogProbs(Protocol):
         payoffs: Tensor,
         next_actions: Tensor,
         *,
+        own_actions: Tensor,
         q0: Tensor | float | None,
         alpha: Tensor | float | None,
         epsilon: Tensor | float | None,
@@ -186,6 +187,7 @@ def _logit_q_log_probs(
     payoffs: Tensor,
     next_actions: Tensor,
     *,
+    own_actions: Tensor | None = None,
     q0: Tensor | float | None,
     alpha: Tensor | float | None,
     epsilon: Tensor | float | None,
@@ -210,6 +212,7 @@ _TRACE_LOG_PROBS: dict[type[Learner], _TraceLogProbs] = {
     LogitQ: _logit_q_log_probs,
     Hedge: hedge_log_probs,  # cumulative sum of u (diml_inverse.dynamics)
     SmoothFP: smooth_fp_log_probs,  # cumulative mean of u (diml_inverse.dynamics)
+    BanditQ: bandit_q_trace_log_probs,  # time-varying filter of the realised payoffs (diml_inverse.dynamics)
 }
 
 
@@ -350,6 +353,6 @@ def trace_terms(
     payoffs = mechanism.counterfactual_payoffs(actions[:, :-1], agents)  # [E, T-1, K, A]: u(1..T-1), Eq. (1)
     next_actions = actions[:, 1:] if agents is None else actions[:, 1:, agents]
     log_probs = trace_log_probs(
-        learner, payoffs, next_actions, q0=q0, alpha=alpha, epsilon=epsilon, chunk_size=chunk_size
+        learner, payoffs, next_actions, own_actions=played, q0=q0, alpha=alpha, epsilon=epsilon, chunk_size=chunk_size
     )
     return log_probs, payoffs.gather(-1, played[..., None]).squeeze(-1)

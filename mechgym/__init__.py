@@ -16,7 +16,7 @@ from mechgym.errors import (
     TraceDatasetError,
     UnknownEnvironmentError,
 )
-from mechgym.learners import Learner, LearnerPolicy, LogitQ
+from mechgym.learners import BanditQ, Hedge, Learner, LearnerPolicy, LogitQ, SmoothFP
 from mechgym.loop import play_episodes
 from mechgym.registration import make, pprint_registry, register, registered_ids, spec
 from mechgym.rollout import rollout, simulate
@@ -24,7 +24,9 @@ from mechgym.single_agent import SingleAgentView
 from mechgym.traces import RecordTraces, TraceDataset, TraceMetadata, load_traces
 
 __all__ = [
+    "BanditQ",
     "ConfigurationError",
+    "Hedge",
     "InvalidActionError",
     "Learner",
     "LearnerPolicy",
@@ -33,6 +35,7 @@ __all__ = [
     "MechanismGameEnv",
     "RecordTraces",
     "SingleAgentView",
+    "SmoothFP",
     "TraceDataset",
     "TraceDatasetError",
     "TraceMetadata",

@@ -13,7 +13,13 @@ from torch import Tensor
 
 import diml_inverse
 import mechgym
-from diml_inverse.dynamics import bandit_q_log_likelihood, bandit_q_scores, hedge_scores, smooth_fp_beliefs
+from diml_inverse.dynamics import (
+    bandit_q_log_likelihood,
+    bandit_q_scores,
+    bandit_q_trace_log_probs,
+    hedge_scores,
+    smooth_fp_beliefs,
+)
 from diml_inverse.likelihood import log_likelihood
 from mechgym.errors import ConfigurationError, InvalidActionError
 from mechgym.learners import BanditQ, Hedge, Learner, LogitQ, SmoothFP
@@ -210,11 +216,30 @@ def test_overrides() -> None:
     )
 
 
-def test_bandit_q_has_no_parallel_form_in_log_likelihood_and_bad_input() -> None:
+def test_bandit_q_dispatch_form_reads_the_counterfactuals_at_the_own_actions() -> None:
+    mechanism = NeuralJointMechanism(3, 4, hidden=8, seed=0).double()
+    actions = random_actions(2, 12, 3, 4, seed=1)
+    learner = BanditQ(alpha=0.5, epsilon=0.1)
+    terms = bandit_q_trace_log_probs(
+        learner,
+        mechanism.counterfactual_payoffs(actions[:, :-1]),
+        actions[:, 1:],
+        own_actions=actions[:, :-1],
+        q0=None,
+        alpha=None,
+        epsilon=None,
+        chunk_size=5,
+    )
+    torch.testing.assert_close(terms, recursion(mechanism, actions, learner))
+
+
+def test_bandit_q_through_log_likelihood_and_bad_input() -> None:
     mechanism = CongestionMechanism(3, 4, seed=0)
     actions = random_actions(2, 10, 3, 4, seed=0)
-    with pytest.raises(ConfigurationError, match=r"no parallel form for learner BanditQ.*Hedge"):
-        log_likelihood(mechanism, actions, BanditQ())
+    torch.testing.assert_close(
+        log_likelihood(mechanism, actions, BanditQ(), reduction="none"),
+        bandit_q_log_likelihood(mechanism, actions, BanditQ(), reduction="none"),
+    )
     with pytest.raises(ConfigurationError, match="needs a BanditQ learner"):
         bandit_q_log_likelihood(mechanism, actions, LogitQ())  # type: ignore[arg-type]
     with pytest.raises(InvalidActionError, match="T >= 2"):
@@ -246,6 +271,11 @@ def test_fit_uses_the_recorded_hedge_learner_and_the_right_model_fits_better(hed
     assert learned_q0.simulate(n_episodes=2, n_rounds=5).learner() == right.learner
 
 
+def test_fit_with_bandit_q(hedge_traces: TraceDataset) -> None:
+    result = diml_inverse.fit(ENV, hedge_traces, learner=BanditQ(), epochs=1, device="cpu", progress=False)
+    assert result.learner == BanditQ() and len(result.history) == 1
+
+
 def test_fit_with_smooth_fp(hedge_traces: TraceDataset) -> None:
     result = diml_inverse.fit(ENV, hedge_traces, learner=SmoothFP(), epochs=1, device="cpu", progress=False)
     assert result.learner == SmoothFP() and len(result.history) == 1
@@ -257,9 +287,9 @@ def test_fit_with_smooth_fp(hedge_traces: TraceDataset) -> None:
         ({"learner": Hedge(), "learn_alpha": True}, "learn_alpha"),
         ({"learner": Hedge(), "learn_epsilon": True}, "learn_epsilon"),
         ({"learner": SmoothFP(), "learn_q0": True}, "learn_q0"),
-        ({"learner": BanditQ()}, "BanditQ"),
+        ({"learner": BanditQ(), "learn_alpha": True}, "learn_alpha"),
     ],
-    ids=["hedge-alpha", "hedge-epsilon", "smooth-fp-q0", "bandit-q"],
+    ids=["hedge-alpha", "hedge-epsilon", "smooth-fp-q0", "bandit-q-alpha"],
 )
 def test_fit_refuses_what_the_assumed_learner_cannot_do(
     hedge_traces: TraceDataset, kwargs: dict[str, Any], message: str
