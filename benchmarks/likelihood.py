@@ -144,13 +144,14 @@ def run(workload: Workload, device: torch.device, quick: bool, seed: int) -> Tim
 
     time_loop = workload.loop
     parallel_step, loop_step = training_step(mechanism, parallel), training_step(mechanism, loop)
-    parallel_step()  # warm-up
+    warmup = seconds(parallel_step, device)
     if time_loop:
         # the two agree (tests/test_likelihood.py); check once here so that the timings compare like with like
         torch.testing.assert_close(parallel(), loop(), rtol=1e-4, atol=1e-5)
         loop_step()
-    repeats = 3 if quick else 9
-    per_repeat = 5 if time_loop else (3 if quick else 10)
+    # about `budget` seconds of parallel steps in `repeats` groups; each group is followed by one loop step
+    repeats, budget = (3, 1.0) if quick else (9, 6.0)
+    per_repeat = max(1, min(10, round(budget / repeats / max(warmup, 1e-6))))
     timing = Timing(parallel=[], loop=[] if time_loop else None)
     for _ in range(repeats):
         timing.parallel += [seconds(parallel_step, device) for _ in range(per_repeat)]

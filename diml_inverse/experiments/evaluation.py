@@ -31,8 +31,10 @@ from mechgym.learners import LogitQ
 from mechgym.mechanisms import Mechanism, TabularMechanism, all_joint_actions, gather_counterfactuals
 from mechgym.random import sample_categorical, uniforms
 
-#: Simulate at most this many episodes of an anonymous game per call (bounds the [E, A, A, H] activations).
-SIMULATION_EPISODE_CHUNK = 32
+#: Large games are simulated in chunks of episodes holding about this many (own, alternative) action rows
+#: (``episodes x A x A``), so that the ``[rows, H]`` activations stay in cache; measured fastest on a 2-core
+#: CPU (about 4 episodes at 300 agents x 40 actions, 1.8x faster per round than 32 episodes).
+SIMULATION_ROWS = 6400
 
 
 def frozen_view(estimate: Mechanism) -> Mechanism:
@@ -75,13 +77,13 @@ def simulated_actions(
     actions), with three changes for speed: the counter-based uniforms of all rounds are hashed in one
     vectorised call before the loop instead of one call per round; small games read each round's
     counterfactual payoffs with one gather from a precomputed ``[A**N, N, A]`` table; large games are
-    simulated :data:`SIMULATION_EPISODE_CHUNK` episodes at a time so that the ``[E, A, A, H]`` activations
-    of anonymous (own, alternative) rows stay small.
+    simulated a few episodes at a time (:data:`SIMULATION_ROWS`) so that the activations of the anonymous
+    (own, alternative) rows stay small.
     """
     n_agents, device = mechanism.n_agents, mechanism._device()
     stream = derive_seed(seed, purpose)
     small = mechanism.n_joint_actions <= mechanism.max_table_size
-    chunk = n_episodes if small else SIMULATION_EPISODE_CHUNK
+    chunk = n_episodes if small else max(1, SIMULATION_ROWS // mechanism.n_actions**2)
     counterfactuals = _counterfactual_lookup(mechanism) if small else mechanism.counterfactual_payoffs
     pieces = []
     for start in range(0, n_episodes, chunk):

@@ -1,6 +1,6 @@
 """Merge the run seeds of an experiment into curves, tables (CSV + Markdown), timings and a figure.
 
-``build_report(OUT, "e1")`` reads every ``OUT/e1/seed*/`` written by
+``build_report(OUT, "e1")`` reads every ``OUT/e1/seed*/<game>/`` written by
 :func:`~diml_inverse.experiments.runner.run_experiment` (seeds may come from separate runs) and writes
 ``OUT/e1/curves.csv``, ``final.csv``, ``timing.csv``, ``final.md`` and ``e1.png``.
 """
@@ -62,9 +62,23 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def collect(directory: str | Path, file_name: str) -> list[dict[str, Any]]:
-    """The rows of ``file_name`` from every ``seed*/`` under ``directory``, ordered by seed."""
-    paths = sorted(Path(directory).glob(f"seed*/{file_name}"), key=lambda p: int(p.parent.name[4:] or 0))
+def _game_order(path: Path) -> tuple[int, str]:
+    return int(path.parent.parent.name[4:] or 0), path.parent.name
+
+
+def collect(directory: str | Path, file_name: str, games: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The rows of ``file_name`` from every ``seed*/<game>/`` under ``directory``, by seed then game.
+
+    Args:
+        directory: ``OUT/<experiment>``.
+        file_name: ``"curves.csv"``, ``"final.csv"`` or ``"timing.csv"``.
+        games: Order of the games (the configuration's); others follow alphabetically.
+    """
+    rank = {label: index for index, label in enumerate(games or [])}
+    paths = sorted(
+        Path(directory).glob(f"seed*/*/{file_name}"),
+        key=lambda p: (_game_order(p)[0], rank.get(p.parent.name, len(rank)), p.parent.name),
+    )
     return [row for path in paths for row in read_rows(path)]
 
 
@@ -112,6 +126,12 @@ def timing_summary(timing: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for row in timing:
         groups[(row["game"], row["method"])].append(row)
+    per_seed: dict[Any, float] = defaultdict(float)
+    for row in timing:
+        if row["method"] == "(all)":
+            per_seed[row["seed"]] += row["total_seconds"]
+    for seed, seconds in per_seed.items():
+        groups[("(all games)", "(all)")].append({"seed": seed, "total_seconds": seconds})
     table = []
     for (game, method), rows in groups.items():
         entry: dict[str, Any] = {"game": game, "method": method, "seeds": len(rows)}
@@ -192,14 +212,15 @@ def build_report(out: str | Path, name: str, *, figures_dir: str | Path | None =
         ConfigurationError: no seed of ``name`` has been run under ``out``.
     """
     directory = Path(out) / name
-    curves, final, timing = (collect(directory, f) for f in (CURVES_FILE, FINAL_FILE, TIMING_FILE))
+    configs = [json.loads(path.read_text()) for path in sorted(directory.glob(f"seed*/*/{CONFIG_FILE}"))]
+    games = list(dict.fromkeys(game["label"] for config in configs for game in config["games"]))
+    curves, final, timing = (collect(directory, f, games) for f in (CURVES_FILE, FINAL_FILE, TIMING_FILE))
     if not curves:
         raise ConfigurationError(
             f"no results of {name} under {directory}; run `python -m diml_inverse.experiments "
             f"run {name} --out {out}` first"
         )
-    configs = sorted(directory.glob(f"seed*/{CONFIG_FILE}"))
-    config = json.loads(configs[0].read_text()) if configs else None
+    config = configs[0] if configs else None
     title = config["title"] if config else name
     paths = {
         "curves": write_rows(directory / CURVES_FILE, curves),

@@ -2,8 +2,8 @@
 
 For run seed ``s`` the truth is ``mechgym.make(..., mechanism_seed=s)``; the data, the fits and the
 evaluation each get their own seed derived from ``s`` (:func:`run_seeds`), so evaluating more or less
-often never changes the data or the fits. Each (experiment, seed) writes its files under
-``OUT/<experiment>/seed<s>/``; :mod:`diml_inverse.experiments.report` merges the seeds.
+often never changes the data or the fits. Each (experiment, seed, game) writes its files under
+``OUT/<experiment>/seed<s>/<game>/``; :mod:`diml_inverse.experiments.report` merges them.
 """
 
 from __future__ import annotations
@@ -289,9 +289,9 @@ def write_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     return path
 
 
-def seed_directory(out: Path, name: str, seed: int) -> Path:
-    """Where one run seed of an experiment writes its files."""
-    return Path(out) / name / f"seed{seed}"
+def game_directory(out: Path, name: str, seed: int, label: str) -> Path:
+    """Where one game of one run seed of an experiment writes its files: ``OUT/<name>/seed<s>/<game>/``."""
+    return Path(out) / name / f"seed{seed}" / label
 
 
 def run_experiment(
@@ -302,7 +302,12 @@ def run_experiment(
     device: DeviceLike = "cpu",
     progress: bool = True,
 ) -> dict[int, float]:
-    """Run every game of ``config`` for each run seed; write ``OUT/<name>/seed<s>/{curves,final,timing}.csv``.
+    """Run every game of ``config`` for each run seed; write ``OUT/<name>/seed<s>/<game>/*.csv``.
+
+    Each game's ``curves.csv``, ``final.csv``, ``timing.csv`` and ``config.json`` are written as soon as the
+    game is done, so games and seeds may be run in separate invocations (e.g. one E4 scale at a time) and
+    an interrupted run keeps what it finished; :func:`~diml_inverse.experiments.report.build_report` merges
+    them.
 
     Args:
         config: The experiment.
@@ -319,25 +324,18 @@ def run_experiment(
     walls: dict[int, float] = {}
     for seed in seeds:
         started = time.perf_counter()
-        run = GameRun()
         for game in config.games:
-            part = run_game(config, game, seed, device=device, progress=progress)
-            run.curves += part.curves
-            run.final += part.final
-            run.timing += part.timing
+            run = run_game(config, game, seed, device=device, progress=progress)
+            directory = game_directory(Path(out), config.name, seed, game.label)
+            write_rows(directory / CURVES_FILE, run.curves)
+            write_rows(directory / FINAL_FILE, run.final)
+            write_rows(directory / TIMING_FILE, run.timing)
+            description = {
+                **config.to_dict(),
+                "seed": seed,
+                "device": str(resolve_device(device)),
+                "torch_threads": torch.get_num_threads(),
+            }
+            (directory / CONFIG_FILE).write_text(json.dumps(description, indent=2) + "\n")
         walls[seed] = time.perf_counter() - started
-        run.timing.append(
-            {"experiment": config.name, "game": "(all)", "method": "(all)", "seed": seed, "total_seconds": walls[seed]}
-        )
-        directory = seed_directory(Path(out), config.name, seed)
-        write_rows(directory / CURVES_FILE, run.curves)
-        write_rows(directory / FINAL_FILE, run.final)
-        write_rows(directory / TIMING_FILE, run.timing)
-        description = {
-            **config.to_dict(),
-            "seed": seed,
-            "device": str(resolve_device(device)),
-            "torch_threads": torch.get_num_threads(),
-        }
-        (directory / CONFIG_FILE).write_text(json.dumps(description, indent=2) + "\n")
     return walls

@@ -56,7 +56,8 @@ class AnonymousCountMechanism(AnonymousMechanism):
         return {**super().config(), "embed_dim": self.embed_dim, "hidden": self.hidden}
 
     def _head(self, pre_activation: Tensor) -> Tensor:
-        hidden = torch.relu(self.layer2(torch.relu(pre_activation)))
+        relu = torch.relu if torch.is_grad_enabled() else torch.relu_  # in place when nothing is recorded
+        hidden = relu(self.layer2(relu(pre_activation)))
         return rowwise_linear(hidden, self.layer3.weight, self.layer3.bias).squeeze(-1)
 
     def payoff_from_counts(self, actions: Tensor, other_counts: Tensor) -> Tensor:
