@@ -322,7 +322,7 @@ def fit(
     for epoch in bar:
         started = time.perf_counter()
         mechanism.train()
-        total, terms = 0.0, 0
+        total_on_device, terms = torch.zeros((), device=target), 0  # summed on the device: no sync per step
         for index in torch.randperm(train.shape[0], generator=generator).split(batch_size):
             batch = train[index.to(target)]
             agents = None
@@ -334,20 +334,20 @@ def fit(
             nll = -log_probs.sum() / n_terms
             # the published penalty: mean squared payoff of the observed joint actions (rounds 1..T-1)
             loss = nll + payoff_l2 * realised.pow(2).mean() if payoff_l2 else nll
-            if not torch.isfinite(loss):
-                raise FitDivergedError(
-                    f"the fit diverged at epoch {epoch}: the loss became {float(loss)}. Lower lr (now {lr}), "
-                    f"raise payoff_l2 (now {payoff_l2}) or enable grad_clip (now {grad_clip})."
-                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip is not None:
                 nn.utils.clip_grad_norm_(parameters, grad_clip)
             optimizer.step()
-            total += float(nll.detach()) * n_terms
+            total_on_device += nll.detach() * n_terms
             terms += n_terms
-        if any(not torch.isfinite(p).all() for p in parameters):
-            raise FitDivergedError(f"the fit diverged at epoch {epoch}: parameters became non-finite. Lower lr (now {lr}).")
+        total = float(total_on_device)
+        if not math.isfinite(total) or any(not torch.isfinite(p).all() for p in parameters):
+            raise FitDivergedError(
+                f"the fit diverged at epoch {epoch}: the training loss is {total} and the parameters are "
+                f"{'finite' if all(torch.isfinite(p).all() for p in parameters) else 'not finite'}. Lower lr (now {lr}), "
+                f"raise payoff_l2 (now {payoff_l2}) or enable grad_clip (now {grad_clip})."
+            )
         mechanism.eval()
         row: dict[str, float] = {"epoch": epoch, "train_nll": total / terms}
         if valid.shape[0]:
