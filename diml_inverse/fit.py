@@ -376,7 +376,7 @@ def fit(
         extras.load_state_dict(best[2]["extras"])
         selected = best_epoch
     else:
-        selected = history[-1]["epoch"]
+        selected = int(history[-1]["epoch"])
     mechanism.eval()
     q0 = None if extras.q0 is None else extras.q0.detach().clone()
     return FitResult(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 import torch
@@ -42,15 +43,11 @@ def _structured_model(truth_like: Mechanism, seed: int) -> Mechanism:
         k, scale, cost = (low + (high - low) * float(torch.rand((), generator=generator)) for low, high in
                           ((1.0, 3.0), (0.5, 1.5), (0.4, 1.2)))
         return PublicGoodsMechanism(**config, k=k, scale=scale, cost=cost, seed=seed)
-    if "seed" not in _init_parameters(cls):
-        raise ConfigurationError(f"model='structured' needs a mechanism family whose constructor takes a seed; {cls.__name__} does not")
-    return cls(**config, seed=seed)
-
-
-def _init_parameters(cls: type) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(cls.__init__).parameters)
+    if "seed" not in inspect.signature(cls).parameters:
+        raise ConfigurationError(
+            f"model='structured' needs a mechanism family whose constructor takes a seed; {cls.__name__} does not"
+        )
+    return cls(**config, seed=seed)  # type: ignore[call-arg]
 
 
 def build_model(

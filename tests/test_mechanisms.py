@@ -130,7 +130,8 @@ def test_public_goods_formula() -> None:
     joint = torch.tensor([6, 0, 3])
     levels = goods.levels[joint]
     total = levels.sum()
-    subsidy = goods.subsidy(torch.stack([total.expand(3), levels], -1)).squeeze(-1)
+    inputs = torch.stack([total.expand(3), levels], -1)
+    subsidy = goods.subsidy_out(torch.tanh(goods.subsidy_hidden(inputs))).squeeze(-1)
     expected = 1.0 * (1 - torch.exp(-2.0 * total)) - 0.8 * levels**2 + subsidy
     torch.testing.assert_close(goods(joint), expected)
 

@@ -182,10 +182,10 @@ class Mechanism(nn.Module):
         return self.n_joint_actions <= self.max_table_size
 
     def _device(self) -> torch.device:
-        for tensor in self.parameters():
-            return tensor.device
-        for tensor in self.buffers():
-            return tensor.device
+        for parameter in self.parameters():
+            return parameter.device
+        for buffer in self.buffers():
+            return buffer.device
         return torch.device("cpu")
 
     def _dtype(self) -> torch.dtype:

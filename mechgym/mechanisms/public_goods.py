@@ -47,7 +47,8 @@ class PublicGoodsMechanism(AnonymousMechanism):
         self.scale = nn.Parameter(torch.tensor(float(scale)))
         self.cost = nn.Parameter(torch.tensor(float(cost)))
         with seeded_init(seed):
-            self.subsidy = nn.Sequential(nn.Linear(2, self.hidden), nn.Tanh(), nn.Linear(self.hidden, 1))
+            self.subsidy_hidden = nn.Linear(2, self.hidden)
+            self.subsidy_out = nn.Linear(self.hidden, 1)
         self.register_buffer("levels", torch.linspace(0.0, 1.0, self.n_actions), persistent=False)
 
     def config(self) -> dict[str, Any]:
@@ -55,8 +56,8 @@ class PublicGoodsMechanism(AnonymousMechanism):
 
     def _payoff(self, level: Tensor, total: Tensor) -> Tensor:
         benefit = self.scale * (1.0 - torch.exp(-self.k * total))
-        hidden = self.subsidy[1](self.subsidy[0](torch.stack(torch.broadcast_tensors(total, level), dim=-1)))
-        subsidy = rowwise_linear(hidden, self.subsidy[2].weight, self.subsidy[2].bias).squeeze(-1)
+        hidden = torch.tanh(self.subsidy_hidden(torch.stack(torch.broadcast_tensors(total, level), dim=-1)))
+        subsidy = rowwise_linear(hidden, self.subsidy_out.weight, self.subsidy_out.bias).squeeze(-1)
         return benefit - self.cost * level**2 + subsidy
 
     def payoff_from_counts(self, actions: Tensor, other_counts: Tensor) -> Tensor:
