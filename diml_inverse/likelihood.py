@@ -23,7 +23,8 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor
 
-from diml_inverse.dynamics import bandit_q_trace_log_probs, hedge_log_probs, smooth_fp_log_probs
+from diml_inverse.dynamics import _as_scalar as _scalar
+from diml_inverse.dynamics import _initial_state, bandit_q_trace_log_probs, hedge_log_probs, smooth_fp_log_probs
 from mechgym.errors import ConfigurationError, InvalidActionError
 from mechgym.learners import BanditQ, Hedge, Learner, LogitQ, SmoothFP, logit_log_policy
 from mechgym.mechanisms import Mechanism, validate_joint_actions
@@ -45,31 +46,10 @@ DEFAULT_CHUNK_SIZE = 128
 Reduction = Literal["sum", "mean", "none"]
 
 
-def _scalar(value: Tensor | float, name: str, like: Tensor) -> Tensor:
-    """``value`` as a 0-dim tensor with ``like``'s dtype and device (differentiable if it was a tensor)."""
-    tensor = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-    if tensor.numel() != 1:
-        raise ConfigurationError(
-            f"{name} must be a scalar (a float or a one-element tensor); got shape {tuple(tensor.shape)}"
-        )
-    return tensor.reshape(())
-
-
 def _initial_scores(q0: Tensor | float, payoffs: Tensor) -> Tensor:
-    """``Q(1)`` broadcast to ``[E, N, A]`` (from a scalar, ``[A]``, ``[N, A]``, ``[E, N, A]`` or similar)."""
+    """``Q(1)`` broadcast to ``[E, N, A]`` for payoffs ``[E, T, N, A]``."""
     n_episodes, _, n_agents, n_actions = payoffs.shape
-    target = (n_episodes, n_agents, n_actions)
-    tensor = torch.as_tensor(q0, dtype=payoffs.dtype, device=payoffs.device)
-    try:
-        fits = torch.broadcast_shapes(tensor.shape, target) == target
-    except RuntimeError:
-        fits = False
-    if not fits:
-        raise ConfigurationError(
-            f"q0 must be a scalar or a tensor broadcastable to [E, N, A] = {list(target)} (e.g. [N, A] per agent "
-            f"and action); got shape {list(tensor.shape)}"
-        )
-    return tensor.expand(target)
+    return _initial_state(q0, n_episodes, n_agents, n_actions, payoffs)
 
 
 def _resolve_chunk_size(chunk_size: int | None, n_updates: int) -> int:
@@ -103,6 +83,14 @@ def linear_filter(inputs: Tensor, keep: Tensor, gain: Tensor, initial: Tensor, c
         States ``[E, T, K]``.
     """
     n_episodes, n_rounds, n_channels = inputs.shape
+    time_major = inputs.transpose(0, 1).reshape(n_rounds, n_episodes * n_channels)  # one GEMM over all channels
+    states = _time_major_filter(time_major, keep, gain, initial.reshape(n_episodes * n_channels), chunk_size)
+    return states.reshape(n_rounds, n_episodes, n_channels).transpose(0, 1)
+
+
+def _time_major_filter(inputs: Tensor, keep: Tensor, gain: Tensor, initial: Tensor, chunk_size: int) -> Tensor:
+    """:func:`linear_filter` on ``inputs [T, M]`` and ``initial [M]``."""
+    n_rounds, n_channels = inputs.shape
     chunk = min(max(chunk_size, 2), n_rounds)
     steps = torch.arange(chunk, device=inputs.device, dtype=inputs.dtype)
     lags = steps[:, None] - steps[None, :]
@@ -114,14 +102,13 @@ def linear_filter(inputs: Tensor, keep: Tensor, gain: Tensor, initial: Tensor, c
 
     n_chunks = -(-n_rounds // chunk)
     padded = torch.nn.functional.pad(inputs, (0, 0, 0, n_chunks * chunk - n_rounds))  # zeros after the end
-    local = decay @ padded.reshape(n_episodes, n_chunks, chunk, n_channels)  # each chunk from a zero state
+    blocks = padded.reshape(n_chunks, chunk, n_channels).transpose(0, 1).reshape(chunk, n_chunks * n_channels)
+    local = (decay @ blocks).reshape(chunk, n_chunks, n_channels)  # each chunk filtered from a zero state
     # state before chunk k: x_k = keep^C x_{k-1} + local_end_{k-1}, x_0 = initial
-    before = torch.cat(
-        [initial, linear_filter(local[:, :-1, -1], torch.pow(keep, chunk), torch.ones_like(gain), initial, chunk)],
-        dim=1,
-    )  # [E, n_chunks, K]
-    states = local + initial_decay * before[:, :, None, :]
-    return states.reshape(n_episodes, n_chunks * chunk, n_channels)[:, :n_rounds]
+    carried = _time_major_filter(local[-1, :-1], torch.pow(keep, chunk), torch.ones_like(gain), initial, chunk)
+    before = torch.cat([initial[None], carried])  # [n_chunks, M]
+    states = local + initial_decay[:, :, None] * before
+    return states.transpose(0, 1).reshape(n_chunks * chunk, n_channels)[:n_rounds]
 
 
 def counterfactual_scores(
@@ -343,7 +330,9 @@ def trace_terms(
     actions = actions.to(device=device, dtype=torch.long)
     if agents is not None:
         agents = torch.as_tensor(agents, dtype=torch.long, device=device)
-        if agents.dim() != 1 or agents.numel() == 0 or int(agents.min()) < 0 or int(agents.max()) >= actions.shape[-1]:
+        if agents.dim() != 1 or agents.numel() == 0 or (
+            validate and (int(agents.min()) < 0 or int(agents.max()) >= actions.shape[-1])
+        ):
             raise ConfigurationError(
                 f"agents must be a non-empty 1-D list of indices in [0, {actions.shape[-1]}); got {agents.tolist()}"
             )

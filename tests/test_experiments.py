@@ -226,9 +226,51 @@ def test_evaluator_matches_metrics(truth: NeuralJointMechanism, estimate: Neural
     got = evaluator.epoch_metrics(estimate, with_cfkl=True)
     assert got["diff_mse"] == pytest.approx(metrics.diff_mse(truth, estimate, test, 300, seed=5), rel=1e-6)
     assert got["cfkl_params"] == pytest.approx(metrics.cfkl_params(truth, estimate, learner, 40, 8, seed=5), rel=1e-9)
-    assert evaluator.noise_floor((40, 8)) == pytest.approx(metrics.cfkl_noise_floor(truth, learner, 40, 8, seed=5))
+    floor = metrics.cfkl_noise_floor(truth, learner, 40, 8, seed=5)
+    assert evaluator.noise_floor((40, 8)) == {"cfkl_noise_floor": pytest.approx(floor)}
     assert evaluator.zero_diff_mse == pytest.approx(metrics.zero_baseline_diff_mse(truth, test, 300, seed=5))
     assert math.isnan(evaluator.epoch_metrics(estimate, with_cfkl=False)["cfkl_params"])
+
+
+def test_index_sum_binning_matches_metrics() -> None:
+    truth, estimate = AnonymousCountMechanism(20, 5, seed=0).freeze(), AnonymousCountMechanism(20, 5, seed=1)
+    learner = LogitQ(0.2, 6.0, 0.02)
+    test = simulate(truth, learner, 3, 6, seed=9)[0]
+    evaluator = TruthEvaluator(
+        truth,
+        test,
+        learner,
+        seed=2,
+        diff_samples=100,
+        cf_size=(30, 6),
+        final_cf_size=(30, 6),
+        shift=(0.6, 1.4, 1.5),
+        binnings=("auto", "index_sum"),
+    )
+    got = evaluator.cfkl(estimate, (30, 6))
+    expected = metrics.cfkl_params(truth, estimate, learner, 30, 6, seed=2, kind="index_sum")
+    assert got["cfkl_index_sum"] == pytest.approx(expected, rel=1e-9)
+    assert got["cfkl_params"] == pytest.approx(metrics.cfkl_params(truth, estimate, learner, 30, 6, seed=2), rel=1e-9)
+    assert set(evaluator.noise_floor((30, 6))) == {"cfkl_noise_floor", "cfkl_index_sum_noise_floor"}
+    with pytest.raises(ConfigurationError, match="binnings"):
+        TruthEvaluator(
+            truth,
+            test,
+            learner,
+            seed=2,
+            diff_samples=10,
+            cf_size=(2, 2),
+            final_cf_size=(2, 2),
+            shift=(0.6, 1.4, 1.5),
+            binnings=("hash",),
+        )
+
+
+def test_e4_reports_the_published_binning_too(smoke_out: Path) -> None:
+    final = read_rows(smoke_out / "e4" / "final.csv")
+    assert all(isinstance(row["cfkl_index_sum"], float) for row in final)
+    assert "index-sum KL (last)" in (smoke_out / "e4" / "final.md").read_text()
+    assert "cfkl_index_sum" not in read_rows(smoke_out / "e1" / "final.csv")[0]
 
 
 def test_simulation_matches_mechgym_and_frozen_view_matches_payoffs() -> None:

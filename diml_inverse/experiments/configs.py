@@ -108,6 +108,11 @@ class EvaluationConfig:
     """Compute cfkl_params every this many epochs and at the last one (diff_mse and NLL: every epoch)."""
     shift: tuple[float, float, float] = (0.6, 1.4, 1.5)
     """Counterfactual learner shift: factors of ``(alpha, beta, epsilon)``, epsilon capped at 0.5."""
+    binnings: tuple[str, ...] = ("auto",)
+    """KL histograms: ``"auto"`` (exact joint actions; action-count vectors for large games) is cfkl_params.
+
+    E4 adds ``"index_sum"``, the published code's binning of large games by the sum of action indices
+    (``cfkl_index_sum``), only to compare with its figure: it is not a histogram of action profiles."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +203,7 @@ E4 = ExperimentConfig(
         final_cf_episodes=120,
         final_cf_rounds=30,
         cf_every=E4_CF_EVERY,
+        binnings=("auto", "index_sum"),
     ),
 )
 PUBLISHED: dict[str, ExperimentConfig] = {"e1": E1, "e2": E2, "e3": E3, "e4": E4}
@@ -217,7 +223,8 @@ def smoke_config(config: ExperimentConfig) -> ExperimentConfig:
         )
     else:
         games = tuple(dataclasses.replace(g, n_episodes=10, n_rounds=12) for g in config.games)
-    return dataclasses.replace(config, games=games, training=_SMOKE_TRAINING, evaluation=_SMOKE_EVALUATION, smoke=True)
+    evaluation = dataclasses.replace(_SMOKE_EVALUATION, binnings=config.evaluation.binnings)
+    return dataclasses.replace(config, games=games, training=_SMOKE_TRAINING, evaluation=evaluation, smoke=True)
 
 
 def experiment_config(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -27,6 +27,7 @@ from diml_inverse.metrics import (
     sample_diff_contexts,
     uniform_nll,
 )
+from mechgym.errors import ConfigurationError
 from mechgym.learners import LogitQ
 from mechgym.mechanisms import Mechanism, TabularMechanism, all_joint_actions, gather_counterfactuals
 from mechgym.random import sample_categorical, uniforms
@@ -101,6 +102,16 @@ def simulated_actions(
     return torch.cat(pieces).reshape(-1, n_agents)
 
 
+#: The KL binnings an evaluator can report, with their column names (KL, noise floor). ``"auto"`` is the
+#: corrected default of :func:`diml_inverse.metrics.empirical_kl` (exact joint actions for small games,
+#: action-count vectors for large ones); ``"index_sum"`` is the published code's binning of large games by the
+#: sum of action indices (not a histogram of profiles; reported only to compare with its E4 figure).
+KL_BINNINGS: dict[str, tuple[str, str]] = {
+    "auto": ("cfkl_params", "cfkl_noise_floor"),
+    "index_sum": ("cfkl_index_sum", "cfkl_index_sum_noise_floor"),
+}
+
+
 class TruthEvaluator:
     """diff_mse, cfkl_params and held-out NLL of estimates of one truth, sharing the truth's work.
 
@@ -113,6 +124,7 @@ class TruthEvaluator:
         cf_size: ``(episodes, rounds)`` of the per-epoch cfkl_params.
         final_cf_size: ``(episodes, rounds)`` of the final cfkl_params.
         shift: The learner shift ``(alpha, beta, epsilon)`` factors.
+        binnings: KL binnings to report (keys of :data:`KL_BINNINGS`), all from the same simulations.
     """
 
     def __init__(
@@ -126,22 +138,32 @@ class TruthEvaluator:
         cf_size: tuple[int, int],
         final_cf_size: tuple[int, int],
         shift: tuple[float, float, float],
+        binnings: tuple[str, ...] = ("auto",),
     ) -> None:
+        unknown = [b for b in binnings if b not in KL_BINNINGS]
+        if unknown or not binnings:
+            raise ConfigurationError(f"binnings must be a non-empty subset of {sorted(KL_BINNINGS)}; got {binnings!r}")
         self.truth = truth
         self.device = truth._device()
         self.test_actions = test_actions.to(self.device)
         self.learner = learner
         self.shifted = learner.shifted(*shift)
         self.seed = seed
+        self.binnings = tuple(binnings)
         self.contexts = sample_diff_contexts(self.test_actions, truth.n_agents, truth.n_actions, diff_samples, seed)
         self.reference = _payoff_differences(truth, self.contexts).double()
         self.zero_diff_mse = float((self.reference**2).mean())
         self.n_contexts = int(self.reference.numel())
         self.cf_size, self.final_cf_size = cf_size, final_cf_size
         self._truth_play: dict[tuple[int, int], Tensor] = {}
-        self._noise_floor: dict[tuple[int, int], float] = {}
+        self._noise_floor: dict[tuple[int, int], dict[str, float]] = {}
         self.truth_test_nll = heldout_nll(truth, self.test_actions, learner)
         self.uniform_nll = uniform_nll(truth.n_actions)
+
+    @property
+    def kl_columns(self) -> list[str]:
+        """The KL columns this evaluator reports (``cfkl_params`` first)."""
+        return [KL_BINNINGS[b][0] for b in self.binnings]
 
     def truth_play(self, size: tuple[int, int]) -> Tensor:
         """The truth's shifted-learner simulation of ``size = (episodes, rounds)``, computed once."""
@@ -149,11 +171,19 @@ class TruthEvaluator:
             self._truth_play[size] = simulated_actions(self.truth, self.shifted, *size, self.seed, "cfkl/truth")
         return self._truth_play[size]
 
-    def noise_floor(self, size: tuple[int, int]) -> float:
-        """cfkl_params of the truth against itself at ``size`` (the plug-in KL's sampling noise), computed once."""
+    def _kl(self, play: Tensor, size: tuple[int, int], column: int) -> dict[str, float]:
+        truth_play, n_actions = self.truth_play(size), self.truth.n_actions
+        return {KL_BINNINGS[b][column]: empirical_kl(truth_play, play, n_actions, b) for b in self.binnings}  # type: ignore[arg-type]
+
+    def noise_floor(self, size: tuple[int, int]) -> dict[str, float]:
+        """The KLs of the truth against itself at ``size`` (the plug-in KL's sampling noise), computed once.
+
+        Returns:
+            ``{"cfkl_noise_floor": ...}`` (and ``"cfkl_index_sum_noise_floor"`` with that binning).
+        """
         if size not in self._noise_floor:
             replay = simulated_actions(self.truth, self.shifted, *size, self.seed, "cfkl/estimate")
-            self._noise_floor[size] = empirical_kl(self.truth_play(size), replay, self.truth.n_actions)
+            self._noise_floor[size] = self._kl(replay, size, column=1)
         return self._noise_floor[size]
 
     @torch.no_grad()
@@ -163,43 +193,49 @@ class TruthEvaluator:
         return float(((self.reference - fitted) ** 2).mean())
 
     @torch.no_grad()
-    def cfkl(self, estimate: Mechanism, size: tuple[int, int]) -> float:
-        """cfkl_params of ``estimate`` with a simulation of ``size = (episodes, rounds)``."""
+    def cfkl(self, estimate: Mechanism, size: tuple[int, int]) -> dict[str, float]:
+        """cfkl_params of ``estimate`` (and the other binnings) with a simulation of ``size = (episodes, rounds)``."""
         play = simulated_actions(estimate, self.shifted, *size, self.seed, "cfkl/estimate")
-        return empirical_kl(self.truth_play(size), play, self.truth.n_actions)
+        return self._kl(play, size, column=0)
 
     def epoch_metrics(self, estimate: Mechanism, with_cfkl: bool) -> dict[str, float]:
         """diff_mse every epoch; cfkl_params at the per-epoch size when ``with_cfkl`` (NaN otherwise).
 
         Returns:
-            ``diff_mse``, ``cfkl_params`` and the seconds each took (``diff_seconds``, ``cfkl_seconds``).
+            ``diff_mse``, the KL columns and the seconds each part took (``diff_seconds``, ``cfkl_seconds``).
         """
         started = time.perf_counter()
         view = frozen_view(estimate)
         diff = self.diff_mse(view)
         middle = time.perf_counter()
-        cfkl = self.cfkl(view, self.cf_size) if with_cfkl else math.nan
+        kls = self.cfkl(view, self.cf_size) if with_cfkl else dict.fromkeys(self.kl_columns, math.nan)
         return {
             "diff_mse": diff,
-            "cfkl_params": cfkl,
+            **kls,
             "diff_seconds": middle - started,
             "cfkl_seconds": time.perf_counter() - middle,
         }
 
-    def final_metrics(self, estimate: Mechanism, model_learner: LogitQ, cfkl: float | None = None) -> dict[str, float]:
-        """Every metric of a finished fit; cfkl_params at the final size; NLL under the assumed learner.
+    def final_metrics(
+        self, estimate: Mechanism, model_learner: LogitQ, known: Mapping[str, float] | None = None
+    ) -> dict[str, float]:
+        """Every metric of a finished fit; KLs at the final size; NLL under the assumed learner.
 
         Args:
             estimate: The fitted mechanism.
             model_learner: The learner the fit assumed (for its held-out NLL).
-            cfkl: cfkl_params of this estimate at the final size if already known (it is not recomputed).
+            known: KL columns of this estimate already computed at the final size (not recomputed when all
+                of them are present and finite).
         """
         view = frozen_view(estimate)
+        known = known or {}
+        reusable = all(not math.isnan(known.get(column, math.nan)) for column in self.kl_columns)
+        kls = {c: known[c] for c in self.kl_columns} if reusable else self.cfkl(view, self.final_cf_size)
         return {
             "diff_mse": self.diff_mse(view),
             "zero_diff_mse": self.zero_diff_mse,
-            "cfkl_params": self.cfkl(view, self.final_cf_size) if cfkl is None else cfkl,
-            "cfkl_noise_floor": self.noise_floor(self.final_cf_size),
+            **kls,
+            **self.noise_floor(self.final_cf_size),
             "test_nll": heldout_nll(estimate, self.test_actions, model_learner),
             "truth_test_nll": self.truth_test_nll,
             "uniform_nll": self.uniform_nll,

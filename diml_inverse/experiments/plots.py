@@ -21,14 +21,21 @@ PANELS: tuple[tuple[str, str, str, str], ...] = (
     ("diff_mse", "zero_diff_mse", "payoff-difference error (diff_mse)", "zero mechanism"),
     ("cfkl_params", "cfkl_noise_floor", "counterfactual KL (cfkl_params)", "noise floor"),
 )
+#: A third panel when the curves hold the published code's index-sum KL (E4).
+INDEX_SUM_PANEL = (
+    "cfkl_index_sum",
+    "cfkl_index_sum_noise_floor",
+    "cfkl, published index-sum binning",
+    "noise floor",
+)
 
 
 def _series(rows: Sequence[Mapping[str, Any]], group: str, column: str) -> dict[str, tuple[np.ndarray, ...]]:
     """Per group: epochs, mean, min and max over seeds of ``column`` (epochs where it is NaN are dropped)."""
     values: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        value = float(row[column])
-        if not math.isnan(value):
+        value = row.get(column)
+        if isinstance(value, float) and not math.isnan(value):
             values[str(row[group])][int(row["epoch"])].append(value)
     series = {}
     for name, by_epoch in values.items():
@@ -47,7 +54,8 @@ def _reference(rows: Sequence[Mapping[str, Any]], group: str, column: str) -> di
     """Mean over seeds of a per-run constant (one value per group)."""
     per_run: dict[str, dict[Any, float]] = defaultdict(dict)
     for row in rows:
-        per_run[str(row[group])][row["seed"]] = float(row[column])
+        if isinstance(row.get(column), float):
+            per_run[str(row[group])][row["seed"]] = float(row[column])
     return {name: float(np.mean(list(seeds.values()))) for name, seeds in per_run.items()}
 
 
@@ -76,12 +84,21 @@ def plot_curves(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(11, 4.0), dpi=dpi)
+    panels = PANELS
+    if any(isinstance(row.get(INDEX_SUM_PANEL[0]), float) for row in curves):
+        panels = (*PANELS, INDEX_SUM_PANEL)
+    figure = Figure(figsize=(5.5 * len(panels), 4.0), dpi=dpi)
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 2)
+    axes = figure.subplots(1, len(panels))
     seeds = sorted({row["seed"] for row in curves})
-    colours = dict(zip(dict.fromkeys(str(row[group]) for row in curves), _palette(), strict=False))
-    for axis, (column, reference_column, panel_title, reference_label) in zip(axes, PANELS, strict=True):
+    names = list(dict.fromkeys(str(row[group]) for row in curves))
+    spare = iter(c for c in _palette() if c not in METHOD_COLOURS.values())
+    colours = (
+        {name: METHOD_COLOURS.get(name) or next(spare) for name in names}
+        if group == "method"
+        else dict(zip(names, _palette(), strict=False))
+    )
+    for axis, (column, reference_column, panel_title, reference_label) in zip(axes, panels, strict=True):
         for name, (epochs, mean, low, high) in _series(curves, group, column).items():
             colour = colours[name]
             marker = "o" if len(epochs) < 40 and len(epochs) != int(epochs[-1]) else None
@@ -108,6 +125,15 @@ def plot_curves(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi)
     return path
+
+
+#: The same colour for a method in every figure.
+METHOD_COLOURS: dict[str, str] = {
+    "DIML": "#1f77b4",
+    "Tabular MLE": "#d62728",
+    "DIML-Wrong": "#2ca02c",
+    "StructMLE": "#ff7f0e",
+}
 
 
 def _palette() -> list[str]:

@@ -114,6 +114,14 @@ def summarise(final: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "cfkl (last)": _mean_spread([r["cfkl_params"] for r in last]),
                 "cfkl (best valid)": _mean_spread([r["cfkl_params"] for r in best]),
                 "noise floor": _mean_spread([r["cfkl_noise_floor"] for r in last or best], 2),
+                **(
+                    {
+                        "index-sum KL (last)": _mean_spread([r["cfkl_index_sum"] for r in last]),
+                        "index-sum floor": _mean_spread([r["cfkl_index_sum_noise_floor"] for r in last or best], 2),
+                    }
+                    if isinstance((last or best)[0].get("cfkl_index_sum"), float)
+                    else {}
+                ),
                 "test NLL (best)": _mean_spread([r["test_nll"] for r in best], 4),
                 "truth NLL": _mean_spread([r["truth_test_nll"] for r in last or best], 4),
             }
@@ -127,11 +135,15 @@ def timing_summary(timing: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for row in timing:
         groups[(row["game"], row["method"])].append(row)
     per_seed: dict[Any, float] = defaultdict(float)
+    per_seed_cpu: dict[Any, float] = defaultdict(float)
     for row in timing:
         if row["method"] == "(all)":
             per_seed[row["seed"]] += row["total_seconds"]
+            per_seed_cpu[row["seed"]] += row.get("cpu_seconds") or 0.0
     for seed, seconds in per_seed.items():
-        groups[("(all games)", "(all)")].append({"seed": seed, "total_seconds": seconds})
+        groups[("(all games)", "(all)")].append(
+            {"seed": seed, "total_seconds": seconds, "cpu_seconds": per_seed_cpu[seed]}
+        )
     table = []
     for (game, method), rows in groups.items():
         entry: dict[str, Any] = {"game": game, "method": method, "seeds": len(rows)}
@@ -141,6 +153,7 @@ def timing_summary(timing: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "epoch_cfkl_seconds",
             "final_eval_seconds",
             "total_seconds",
+            "cpu_seconds",
         ):
             values = [r[column] for r in rows if isinstance(r.get(column), float)]
             entry[column] = float(np.mean(values)) if values else None

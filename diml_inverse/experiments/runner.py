@@ -130,7 +130,7 @@ def _fit_method(
         bar.set_postfix(diff_mse=f"{metrics['diff_mse']:.3g}")
         return metrics
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         result = fit(
             game.env_id,
@@ -154,7 +154,7 @@ def _fit_method(
         bar.close()
     run = GameRun()
     cf_size = (evaluation.cf_episodes, evaluation.cf_rounds)
-    references = {"zero_diff_mse": evaluator.zero_diff_mse, "cfkl_noise_floor": evaluator.noise_floor(cf_size)}
+    references = {"zero_diff_mse": evaluator.zero_diff_mse, **evaluator.noise_floor(cf_size)}
     for row in result.history:
         fit_seconds = row["seconds"] - row["eval_seconds"]
         run.curves.append(
@@ -164,7 +164,7 @@ def _fit_method(
                 "train_nll": row["train_nll"],
                 "valid_nll": row.get("valid_nll", math.nan),
                 "diff_mse": row["diff_mse"],
-                "cfkl_params": row["cfkl_params"],
+                **{column: row[column] for column in evaluator.kl_columns},
                 **references,
                 "fit_seconds": fit_seconds,
                 "eval_seconds": row["eval_seconds"],
@@ -178,8 +178,8 @@ def _fit_method(
         ("last", snapshots["last"], epochs),
     ):
         history = result.history[epoch - 1]
-        reuse = history["cfkl_params"] if final_size == cf_size else math.nan
-        metrics = evaluator.final_metrics(mechanism, assumed, cfkl=None if math.isnan(reuse) else reuse)
+        known = {column: history[column] for column in evaluator.kl_columns} if final_size == cf_size else None
+        metrics = evaluator.final_metrics(mechanism, assumed, known)
         run.final.append(
             {
                 **keys,
@@ -203,6 +203,7 @@ def _fit_method(
             "cfkl_evaluations": sum(not math.isnan(row["cfkl_params"]) for row in run.curves),
             "final_eval_seconds": finished - final_started,
             "total_seconds": finished - started,
+            "cpu_seconds": time.process_time() - cpu_started,
         }
     )
     logger.info(
@@ -232,7 +233,7 @@ def run_game(
         The curves, final and timing rows (see :class:`GameRun`).
     """
     target = resolve_device(device)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     seeds = run_seeds(config, game, seed)
     truth, train, test = record_data(config, game, seeds, target)
     evaluation = config.evaluation
@@ -247,6 +248,7 @@ def run_game(
         cf_size=cf_size,
         final_cf_size=final_size,
         shift=evaluation.shift,
+        binnings=evaluation.binnings,
     )
     evaluator.noise_floor(cf_size)
     evaluator.noise_floor(final_size)
@@ -258,6 +260,7 @@ def run_game(
             "method": "(data and truth)",
             "seed": seed,
             "total_seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu_started,
         }
     )
     for method in config.methods:
@@ -272,6 +275,7 @@ def run_game(
             "method": "(all)",
             "seed": seed,
             "total_seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu_started,
         }
     )
     return run

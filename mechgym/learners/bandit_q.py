@@ -13,16 +13,14 @@ is a time-varying linear filter of the realised payoffs (see :mod:`diml_inverse.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from mechgym.errors import ConfigurationError
-from mechgym.learners.base import Learner, register_learner
-from mechgym.learners.logit_q import logit_log_policy, logit_policy
+from mechgym.learners.base import register_learner
+from mechgym.learners.logit_q import LogitChoiceLearner
 
 
 def bandit_q_update(q: Tensor, realised_payoffs: Tensor, actions: Tensor, alpha: float | Tensor) -> Tensor:
@@ -43,7 +41,7 @@ def bandit_q_update(q: Tensor, realised_payoffs: Tensor, actions: Tensor, alpha:
 
 @register_learner
 @dataclass(frozen=True)
-class BanditQ(Learner):
+class BanditQ(LogitChoiceLearner):
     """Bandit-feedback Q-learning: the played action's score follows the realised payoff; logit policy.
 
     ``Q(1) = q0``; after each round ``Q_a <- Q_a + alpha (r - Q_a)`` for the played action ``a`` only, with
@@ -58,41 +56,8 @@ class BanditQ(Learner):
         q0: Initial score of every action (optimistic values > typical payoffs encourage trying every action).
     """
 
-    alpha: float = 0.25
-    beta: float = 3.0
-    epsilon: float = 0.06
-    q0: float = 0.0
-
     name: ClassVar[str] = "bandit_q"
     feedback: ClassVar[Literal["full", "bandit"]] = "bandit"
-
-    def __post_init__(self) -> None:
-        checks = (
-            (0.0 < self.alpha <= 1.0, f"alpha must be in (0, 1]; got {self.alpha}"),
-            (self.beta > 0.0 and math.isfinite(self.beta), f"beta must be a positive number; got {self.beta}"),
-            (0.0 <= self.epsilon <= 1.0, f"epsilon must be in [0, 1]; got {self.epsilon}"),
-            (math.isfinite(self.q0), f"q0 must be finite; got {self.q0}"),
-        )
-        for ok, message in checks:
-            if not ok:
-                raise ConfigurationError(message)
-        for field in ("alpha", "beta", "epsilon", "q0"):
-            object.__setattr__(self, field, float(getattr(self, field)))
-
-    def initial_state(
-        self,
-        batch_shape: tuple[int, ...],
-        n_actions: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> Tensor:
-        return torch.full((*batch_shape, n_actions), self.q0, device=device, dtype=dtype)
-
-    def log_policy(self, state: Tensor) -> Tensor:
-        return logit_log_policy(state, self.beta, self.epsilon)
-
-    def policy(self, state: Tensor) -> Tensor:
-        return logit_policy(state, self.beta, self.epsilon)
 
     def update(self, state: Tensor, counterfactual_payoffs: Tensor, actions: Tensor) -> Tensor:
         actions = actions.long()

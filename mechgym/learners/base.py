@@ -7,6 +7,7 @@ same rule runs for one agent (``[A]``), a population (``[N, A]``) or many episod
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal
 
@@ -25,7 +26,6 @@ class Learner(ABC):
     name: ClassVar[str]
     feedback: ClassVar[Literal["full", "bandit"]] = "full"
 
-    @abstractmethod
     def initial_state(
         self,
         batch_shape: tuple[int, ...],
@@ -33,7 +33,8 @@ class Learner(ABC):
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
-        """The state before round 1: ``[*batch_shape, A]``."""
+        """The state before round 1: ``[*batch_shape, A]``, every entry the rule's ``q0`` (0 if it has none)."""
+        return torch.full((*batch_shape, n_actions), float(getattr(self, "q0", 0.0)), device=device, dtype=dtype)
 
     @abstractmethod
     def log_policy(self, state: Tensor) -> Tensor:
@@ -58,6 +59,23 @@ class Learner(ABC):
     def replace(self, **changes: Any) -> Learner:
         """A copy with some hyperparameters changed (e.g. ``learner.replace(beta=1.8)``)."""
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def check_hyperparameters(learner: Learner, checks: tuple[tuple[bool, str], ...]) -> None:
+    """Raise :class:`ConfigurationError` with the first failed check's message; then store every field as float.
+
+    For the ``__post_init__`` of frozen dataclass learners whose fields are all numbers.
+    """
+    for ok, message in checks:
+        if not ok:
+            raise ConfigurationError(message)
+    for field in dataclasses.fields(learner):  # type: ignore[arg-type]
+        object.__setattr__(learner, field.name, float(getattr(learner, field.name)))
+
+
+def is_positive(value: float) -> bool:
+    """``0 < value < inf``."""
+    return value > 0.0 and math.isfinite(value)
 
 
 #: Learner classes by name; :func:`register_learner` adds more.

@@ -17,11 +17,9 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
-from mechgym.errors import ConfigurationError
-from mechgym.learners.base import Learner, register_learner
+from mechgym.learners.base import Learner, check_hyperparameters, is_positive, register_learner
 from mechgym.learners.logit_q import logit_log_policy, logit_policy
 
 
@@ -54,25 +52,14 @@ class Hedge(Learner):
     name: ClassVar[str] = "hedge"
 
     def __post_init__(self) -> None:
-        checks = (
-            (self.eta > 0.0 and math.isfinite(self.eta), f"eta must be a positive number; got {self.eta}"),
-            (0.0 <= self.epsilon <= 1.0, f"epsilon must be in [0, 1]; got {self.epsilon}"),
-            (math.isfinite(self.q0), f"q0 must be finite; got {self.q0}"),
+        check_hyperparameters(
+            self,
+            (
+                (is_positive(self.eta), f"eta must be a positive number; got {self.eta}"),
+                (0.0 <= self.epsilon <= 1.0, f"epsilon must be in [0, 1]; got {self.epsilon}"),
+                (math.isfinite(self.q0), f"q0 must be finite; got {self.q0}"),
+            ),
         )
-        for ok, message in checks:
-            if not ok:
-                raise ConfigurationError(message)
-        for field in ("eta", "epsilon", "q0"):
-            object.__setattr__(self, field, float(getattr(self, field)))
-
-    def initial_state(
-        self,
-        batch_shape: tuple[int, ...],
-        n_actions: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> Tensor:
-        return torch.full((*batch_shape, n_actions), self.q0, device=device, dtype=dtype)
 
     def log_policy(self, state: Tensor) -> Tensor:
         return logit_log_policy(state, self.eta, self.epsilon)

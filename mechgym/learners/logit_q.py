@@ -9,8 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from mechgym.errors import ConfigurationError
-from mechgym.learners.base import Learner, register_learner
+from mechgym.learners.base import Learner, check_hyperparameters, is_positive, register_learner
 
 
 def logit_q_update(q: Tensor, counterfactual_payoffs: Tensor, alpha: float | Tensor) -> Tensor:
@@ -33,13 +32,9 @@ def logit_policy(q: Tensor, beta: float | Tensor, epsilon: float | Tensor) -> Te
     return (1.0 - epsilon) * torch.softmax(beta * q, dim=-1) + epsilon / q.shape[-1]
 
 
-@register_learner
 @dataclass(frozen=True)
-class LogitQ(Learner):
-    """Logit-Q learner: exponentially weighted counterfactual payoffs and a logit policy with exploration.
-
-    ``Q(1) = q0``; after each round ``Q <- (1 - alpha) Q + alpha u(., a_-i)`` for every action (Eq. 2);
-    actions are drawn from ``(1 - epsilon) softmax(beta Q) + epsilon / A`` (Eq. 3).
+class LogitChoiceLearner(Learner):
+    """Scores ``Q`` with ``Q(1) = q0`` and the logit policy of Eq. (3); subclasses define how ``Q`` moves.
 
     Args:
         alpha: Learning rate in (0, 1].
@@ -53,29 +48,16 @@ class LogitQ(Learner):
     epsilon: float = 0.06
     q0: float = 0.0
 
-    name: ClassVar[str] = "logit_q"
-
     def __post_init__(self) -> None:
-        checks = (
-            (0.0 < self.alpha <= 1.0, f"alpha must be in (0, 1]; got {self.alpha}"),
-            (self.beta > 0.0 and math.isfinite(self.beta), f"beta must be a positive number; got {self.beta}"),
-            (0.0 <= self.epsilon <= 1.0, f"epsilon must be in [0, 1]; got {self.epsilon}"),
-            (math.isfinite(self.q0), f"q0 must be finite; got {self.q0}"),
+        check_hyperparameters(
+            self,
+            (
+                (0.0 < self.alpha <= 1.0, f"alpha must be in (0, 1]; got {self.alpha}"),
+                (is_positive(self.beta), f"beta must be a positive number; got {self.beta}"),
+                (0.0 <= self.epsilon <= 1.0, f"epsilon must be in [0, 1]; got {self.epsilon}"),
+                (math.isfinite(self.q0), f"q0 must be finite; got {self.q0}"),
+            ),
         )
-        for ok, message in checks:
-            if not ok:
-                raise ConfigurationError(message)
-        for field in ("alpha", "beta", "epsilon", "q0"):
-            object.__setattr__(self, field, float(getattr(self, field)))
-
-    def initial_state(
-        self,
-        batch_shape: tuple[int, ...],
-        n_actions: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> Tensor:
-        return torch.full((*batch_shape, n_actions), self.q0, device=device, dtype=dtype)
 
     def log_policy(self, state: Tensor) -> Tensor:
         return logit_log_policy(state, self.beta, self.epsilon)
@@ -83,14 +65,31 @@ class LogitQ(Learner):
     def policy(self, state: Tensor) -> Tensor:
         return logit_policy(state, self.beta, self.epsilon)
 
-    def update(self, state: Tensor, counterfactual_payoffs: Tensor, actions: Tensor) -> Tensor:
-        return logit_q_update(state, counterfactual_payoffs, self.alpha)
-
-    def shifted(self, alpha_factor: float = 0.6, beta_factor: float = 1.4, epsilon_factor: float = 1.5) -> LogitQ:
+    def shifted(self, alpha_factor: float = 0.6, beta_factor: float = 1.4, epsilon_factor: float = 1.5) -> Learner:
         """The counterfactual-shift learner of the cfkl metric (defaults: the paper's factors; epsilon <= 0.5)."""
-        return LogitQ(
+        return self.replace(
             alpha=round(min(1.0, self.alpha * alpha_factor), 12),
             beta=round(self.beta * beta_factor, 12),
             epsilon=round(min(0.5, self.epsilon * epsilon_factor), 12),
-            q0=self.q0,
         )
+
+
+@register_learner
+@dataclass(frozen=True)
+class LogitQ(LogitChoiceLearner):
+    """Logit-Q learner: exponentially weighted counterfactual payoffs and a logit policy with exploration.
+
+    ``Q(1) = q0``; after each round ``Q <- (1 - alpha) Q + alpha u(., a_-i)`` for every action (Eq. 2);
+    actions are drawn from ``(1 - epsilon) softmax(beta Q) + epsilon / A`` (Eq. 3).
+
+    Args:
+        alpha: Learning rate in (0, 1].
+        beta: Inverse temperature, > 0.
+        epsilon: Uniform exploration in [0, 1].
+        q0: Initial score of every action.
+    """
+
+    name: ClassVar[str] = "logit_q"
+
+    def update(self, state: Tensor, counterfactual_payoffs: Tensor, actions: Tensor) -> Tensor:
+        return logit_q_update(state, counterfactual_payoffs, self.alpha)

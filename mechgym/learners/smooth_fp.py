@@ -24,15 +24,13 @@ The update is ``x(t+1) = x(t) + u(t) - mean_a u(t) + 1``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from mechgym.errors import ConfigurationError
-from mechgym.learners.base import Learner, register_learner
+from mechgym.learners.base import Learner, check_hyperparameters, is_positive, register_learner
 from mechgym.learners.logit_q import logit_log_policy, logit_policy
 
 
@@ -70,19 +68,17 @@ class SmoothFP(Learner):
     name: ClassVar[str] = "smooth_fp"
 
     def __post_init__(self) -> None:
-        checks = (
-            (self.beta > 0.0 and math.isfinite(self.beta), f"beta must be a positive number; got {self.beta}"),
-            (0.0 <= self.epsilon <= 1.0, f"epsilon must be in [0, 1]; got {self.epsilon}"),
+        check_hyperparameters(
+            self,
             (
-                self.prior_weight > 0.0 and math.isfinite(self.prior_weight),
-                f"prior_weight must be a positive number (rounds of prior belief); got {self.prior_weight}",
+                (is_positive(self.beta), f"beta must be a positive number; got {self.beta}"),
+                (0.0 <= self.epsilon <= 1.0, f"epsilon must be in [0, 1]; got {self.epsilon}"),
+                (
+                    is_positive(self.prior_weight),
+                    f"prior_weight must be a positive number (rounds of prior belief); got {self.prior_weight}",
+                ),
             ),
         )
-        for ok, message in checks:
-            if not ok:
-                raise ConfigurationError(message)
-        for field in ("beta", "epsilon", "prior_weight"):
-            object.__setattr__(self, field, float(getattr(self, field)))
 
     def initial_state(
         self,
