@@ -93,6 +93,8 @@ def plot(results: dict[str, dict[str, tuple[list[int], list[float]]]], path: Pat
             sizes, seconds = results[family][factor]
             axis.loglog(sizes, seconds, marker=marker, label=f"{family} (k={slope(sizes, seconds):.2f})")
         axis.set(title=factor, xlabel=factor)
+        axis.set_xticks(SWEEPS[factor], [str(size) for size in SWEEPS[factor]])
+        axis.minorticks_off()
         axis.legend(fontsize=7)
     axes[0].set_ylabel("seconds per forward+backward")
     figure.tight_layout()
