@@ -20,7 +20,8 @@ def logit_q_update(q: Tensor, counterfactual_payoffs: Tensor, alpha: float | Ten
 def logit_log_policy(q: Tensor, beta: float | Tensor, epsilon: float | Tensor) -> Tensor:
     """Log of Eq. (3): ``pi = (1 - eps) softmax(beta Q) + eps / A``, computed stably in log space."""
     n_actions = q.shape[-1]
-    log_softmax = torch.log_softmax(beta * q, dim=-1)
+    logits = beta * q
+    log_softmax = logits - logits.logsumexp(-1, keepdim=True)  # faster than torch.log_softmax for small A
     epsilon = torch.as_tensor(epsilon, dtype=q.dtype, device=q.device)
     greedy = torch.log1p(-epsilon) + log_softmax
     explore = torch.log(epsilon / n_actions).expand_as(greedy)
