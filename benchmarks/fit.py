@@ -64,8 +64,16 @@ def run_workload(workload: Workload, patience: int, threads: int) -> dict[str, o
     traces = mechgym.rollout(env, n_episodes=workload.n_episodes, n_rounds=workload.n_rounds, seed=0)
     train, test = traces.split(workload.train_fraction)
     started = time.perf_counter()
-    result = diml_inverse.fit(workload.env_id, train, epochs=workload.epochs, batch_size=workload.batch_size,
-                              patience=patience, device="cpu", seed=0, progress=False)
+    result = diml_inverse.fit(
+        workload.env_id,
+        train,
+        epochs=workload.epochs,
+        batch_size=workload.batch_size,
+        patience=patience,
+        device="cpu",
+        seed=0,
+        progress=False,
+    )
     seconds = time.perf_counter() - started
     truth = env.unwrapped.mechanism
     return {
@@ -92,18 +100,31 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_workload(workload, args.patience, args.threads)))
         return
     selected = [w for w in workloads if args.only is None or w.name in args.only]
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
-          f"patience {args.patience}\n")
-    print("| workload | episodes x rounds | fit time (s) | epochs run (best) | peak RSS (MB) | diff_mse | zero mechanism |")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
+        f"patience {args.patience}\n"
+    )
+    print("| workload | episodes x rounds | fit time (s) | epochs run (best) | peak RSS (MB) | diff_mse | zero |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for workload in selected:
-        command = [sys.executable, __file__, "--worker", workload.name, "--patience", str(args.patience),
-                   "--threads", str(args.threads), *(["--quick"] if args.quick else [])]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            workload.name,
+            "--patience",
+            str(args.patience),
+            "--threads",
+            str(args.threads),
+            *(["--quick"] if args.quick else []),
+        ]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         row = json.loads(output.strip().splitlines()[-1])
-        print(f"| {workload.name} | {workload.n_episodes} x {workload.n_rounds} | "
-              f"{row['fit_seconds']:.1f} | {row['epochs_run']} ({row['best_epoch']}) | {row['peak_rss_mb']:.0f} | "
-              f"{row['diff_mse']:.3g} | {row['zero_diff_mse']:.3g} |")
+        print(
+            f"| {workload.name} | {workload.n_episodes} x {workload.n_rounds} | "
+            f"{row['fit_seconds']:.1f} | {row['epochs_run']} ({row['best_epoch']}) | {row['peak_rss_mb']:.0f} | "
+            f"{row['diff_mse']:.3g} | {row['zero_diff_mse']:.3g} |"
+        )
 
 
 if __name__ == "__main__":

@@ -49,37 +49,55 @@ def main(argv: list[str] | None = None) -> None:
         args.agents, args.actions, args.rounds, args.episodes, args.test_episodes = 200, 20, 100, 4, 1
         args.epochs, args.agent_batch_size = 2, 50
     torch.set_num_threads(args.threads)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {args.device}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {args.device}"
+    )
     env_id = "mechgym/AnonymousGame-v0"
     env = mechgym.make(env_id, n_agents=args.agents, n_actions=args.actions, n_rounds=args.rounds)
 
     started = time.perf_counter()
     traces = mechgym.rollout(env, n_episodes=args.episodes, seed=0, device=args.device, progress=False)
     record_seconds = time.perf_counter() - started
-    train, test = traces.episodes(slice(0, args.episodes - args.test_episodes)), traces.episodes(
-        slice(args.episodes - args.test_episodes, None)
+    train, test = (
+        traces.episodes(slice(0, args.episodes - args.test_episodes)),
+        traces.episodes(slice(args.episodes - args.test_episodes, None)),
     )
 
     started = time.perf_counter()
     result = diml_inverse.fit(
-        env_id, train, model="anonymous", model_kwargs={"hidden": args.hidden}, epochs=args.epochs,
-        batch_size=args.batch_size, agent_batch_size=args.agent_batch_size, lr=args.lr, valid_fraction=0.0,
-        device=args.device, seed=0, progress=False,
+        env_id,
+        train,
+        model="anonymous",
+        model_kwargs={"hidden": args.hidden},
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        agent_batch_size=args.agent_batch_size,
+        lr=args.lr,
+        valid_fraction=0.0,
+        device=args.device,
+        seed=0,
+        progress=False,
     )
     fit_seconds = time.perf_counter() - started
     truth = env.unwrapped.mechanism.to(result.mechanism._device())
     error = metrics.diff_mse(truth, result.mechanism, test, n_samples=50_000, seed=1)
     baseline = metrics.zero_baseline_diff_mse(truth, test, n_samples=50_000, seed=1)
 
-    print(f"\n| {args.agents} agents x {args.actions} actions x {args.rounds} rounds x {args.episodes} episodes | value |")
+    print(
+        f"\n| {args.agents} agents x {args.actions} actions x {args.rounds} rounds x {args.episodes} episodes | value |"
+    )
     print("|---|---:|")
     print(f"| record (rollout) | {record_seconds:.0f} s |")
-    print(f"| fit: {args.epochs} epochs, model hidden {args.hidden}, {args.agent_batch_size} agents per batch | "
-          f"{fit_seconds:.0f} s ({fit_seconds / args.epochs:.0f} s per epoch) |")
+    print(
+        f"| fit: {args.epochs} epochs, model hidden {args.hidden}, {args.agent_batch_size} agents per batch | "
+        f"{fit_seconds:.0f} s ({fit_seconds / args.epochs:.0f} s per epoch) |"
+    )
     print(f"| peak resident memory | {peak_rss_gb():.1f} GiB |")
-    print(f"| train NLL per agent-round, first -> last epoch | {result.history[0]['train_nll']:.4f} -> "
-          f"{result.history[-1]['train_nll']:.4f} (log A = {torch.log(torch.tensor(float(args.actions))):.4f}) |")
+    print(
+        f"| train NLL per agent-round, first -> last epoch | {result.history[0]['train_nll']:.4f} -> "
+        f"{result.history[-1]['train_nll']:.4f} (log A = {torch.log(torch.tensor(float(args.actions))):.4f}) |"
+    )
     print(f"| diff_mse on {args.test_episodes} held-out episodes | {error:.3g} |")
     print(f"| zero-mechanism diff_mse | {baseline:.3g} ({baseline / max(error, 1e-12):.0f}x higher) |")
 

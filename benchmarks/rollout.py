@@ -61,8 +61,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rounds, repeats = (5, 1) if args.quick else (args.rounds, args.repeats)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, rollout on {args.device}, {rounds} rounds per episode\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, rollout on {args.device}, {rounds} rounds per episode\n"
+    )
     print("| game | PettingZoo loop (agent-steps/s) | rollout (agent-steps/s) | speed-up |")
     print("|---|---:|---:|---:|")
     for game in GAMES:

@@ -112,8 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     base, sweeps = (QUICK_BASE, QUICK_SWEEPS) if args.quick else (BASE, SWEEPS)
     repeats = 1 if args.quick else args.repeats
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; base size {base}\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; base size {base}\n"
+    )
     results = {family: sweep(family, base, sweeps, repeats) for family in ("anonymous", "neural")}
     print("| model | factor | sizes | seconds | exponent k |")
     print("|---|---|---|---|---:|")

@@ -30,16 +30,28 @@ def _fit(args: argparse.Namespace) -> int:
     if args.test_fraction:
         traces, _ = traces.split(1.0 - args.test_fraction)
     result = fit(
-        args.env, traces, model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        valid_fraction=args.valid_fraction, patience=args.patience, device=args.device, seed=args.seed,
-        learn_alpha=args.learn_alpha, learn_epsilon=args.learn_epsilon, learn_q0=args.learn_q0,
+        args.env,
+        traces,
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        valid_fraction=args.valid_fraction,
+        patience=args.patience,
+        device=args.device,
+        seed=args.seed,
+        learn_alpha=args.learn_alpha,
+        learn_epsilon=args.learn_epsilon,
+        learn_q0=args.learn_q0,
         progress=not args.quiet,
     )
     path = result.save(args.output)
     last = result.history[result.selected_epoch - 1]
     nll = ", ".join(f"{key} {last[key]:.4f}" for key in ("train_nll", "valid_nll") if key in last)
-    print(f"fitted {result.config['model']} on {result.env_id} ({traces.n_episodes} episodes); "
-          f"epoch {result.selected_epoch} of {len(result.history)}: {nll}; wrote {path}")
+    print(
+        f"fitted {result.config['model']} on {result.env_id} ({traces.n_episodes} episodes); "
+        f"epoch {result.selected_epoch} of {len(result.history)}: {nll}; wrote {path}"
+    )
     return 0
 
 
@@ -62,14 +74,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     truth = make(env_id, **env_kwargs).mechanism.to(result.mechanism._device())
     generating = test.learner() or result.learner
     values = metrics.evaluate(
-        truth, result.mechanism, test, generating, model_learner=result.learner, diff_samples=args.diff_samples,
-        cf_episodes=args.cf_episodes, cf_rounds=args.cf_rounds, seed=args.seed,
+        truth,
+        result.mechanism,
+        test,
+        generating,
+        model_learner=result.learner,
+        diff_samples=args.diff_samples,
+        cf_episodes=args.cf_episodes,
+        cf_rounds=args.cf_rounds,
+        seed=args.seed,
     )
     if args.json:
         print(json.dumps(values, indent=2))
     else:
-        print(f"{args.fit} on {env_id} (truth mechanism_seed={env_kwargs.get('mechanism_seed')}), "
-              f"{test.n_episodes} test episodes")
+        print(
+            f"{args.fit} on {env_id} (truth mechanism_seed={env_kwargs.get('mechanism_seed')}), "
+            f"{test.n_episodes} test episodes"
+        )
         print(metrics.format_metrics_table([{"metric": k, "value": v} for k, v in values.items()]))
     return 0
 
@@ -88,8 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--batch-size", type=int, default=32)
     fit.add_argument("--lr", type=float, default=1e-3)
     fit.add_argument("--valid-fraction", type=float, default=0.2, help="held-out share for epoch selection")
-    fit.add_argument("--test-fraction", type=float, default=0.0,
-                     help="leave the last share of episodes out entirely (for `diml evaluate --test-fraction`)")
+    fit.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.0,
+        help="leave the last share of episodes out entirely (for `diml evaluate --test-fraction`)",
+    )
     fit.add_argument("--patience", type=int, default=None)
     fit.add_argument("--learn-alpha", action="store_true")
     fit.add_argument("--learn-epsilon", action="store_true")
@@ -103,10 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="compare a fit with the environment's true mechanism")
     evaluate.add_argument("fit", type=Path, help="a file from `diml fit`")
     evaluate.add_argument("--traces", type=Path, required=True, help="held-out traces")
-    evaluate.add_argument("--test-fraction", type=float, default=0.0,
-                          help="evaluate on the last share of episodes only")
-    evaluate.add_argument("--truth-seed", type=int, default=None,
-                          help="mechanism_seed of the true mechanism (default: the fit's env kwargs)")
+    evaluate.add_argument(
+        "--test-fraction", type=float, default=0.0, help="evaluate on the last share of episodes only"
+    )
+    evaluate.add_argument(
+        "--truth-seed",
+        type=int,
+        default=None,
+        help="mechanism_seed of the true mechanism (default: the fit's env kwargs)",
+    )
     evaluate.add_argument("--diff-samples", type=int, default=20_000)
     evaluate.add_argument("--cf-episodes", type=int, default=300)
     evaluate.add_argument("--cf-rounds", type=int, default=50)

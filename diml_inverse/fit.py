@@ -107,14 +107,17 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-def _check_assumed_learner(assumed: Learner | None, traces: TraceDataset, *, learn_q0: bool, learn_alpha: bool,
-                           learn_epsilon: bool) -> Learner:
+def _check_assumed_learner(
+    assumed: Learner | None, traces: TraceDataset, *, learn_q0: bool, learn_alpha: bool, learn_epsilon: bool
+) -> Learner:
     """The assumed learner if it has a parallel likelihood and the parameters to learn, else a clear error."""
     if assumed is None:
         sb3 = traces.metadata.extra.get("sb3")
         played_by = (
             f" (they were played by Stable-Baselines3 {str(sb3['algorithm']).upper()} agents, which have no "
-            "likelihood model)" if isinstance(sb3, dict) and "algorithm" in sb3 else ""
+            "likelihood model)"
+            if isinstance(sb3, dict) and "algorithm" in sb3
+            else ""
         )
         raise ConfigurationError(
             f"the traces record no learner{played_by}; pass the learning model to assume, e.g. "
@@ -152,7 +155,9 @@ def _resolve_traces(traces: TraceDataset | str | Path, env_id: str | None) -> Tr
     return traces
 
 
-def _resolve_game(env_id: str | None, traces: TraceDataset, env_kwargs: dict[str, Any] | None) -> tuple[str | None, dict[str, Any], Mechanism]:
+def _resolve_game(
+    env_id: str | None, traces: TraceDataset, env_kwargs: dict[str, Any] | None
+) -> tuple[str | None, dict[str, Any], Mechanism]:
     recorded = traces.metadata.env_id
     if env_id is None:
         env_id = recorded
@@ -174,14 +179,25 @@ def _resolve_game(env_id: str | None, traces: TraceDataset, env_kwargs: dict[str
     return env_id, dict(game.env_kwargs), truth_like
 
 
-def _check_options(epochs: int, batch_size: int, lr: float, valid_fraction: float, patience: int | None,
-                   select: str, n_episodes: int, n_rounds: int) -> None:
+def _check_options(
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    valid_fraction: float,
+    patience: int | None,
+    select: str,
+    n_episodes: int,
+    n_rounds: int,
+) -> None:
     checks = (
         (isinstance(epochs, int) and epochs >= 1, f"epochs must be an integer >= 1; got {epochs!r}"),
         (isinstance(batch_size, int) and batch_size >= 1, f"batch_size must be an integer >= 1; got {batch_size!r}"),
         (math.isfinite(lr) and lr > 0, f"lr must be a positive number; got {lr!r}"),
         (0.0 <= valid_fraction < 1.0, f"valid_fraction must be in [0, 1); got {valid_fraction!r}"),
-        (patience is None or (isinstance(patience, int) and patience >= 1), f"patience must be None or >= 1; got {patience!r}"),
+        (
+            patience is None or (isinstance(patience, int) and patience >= 1),
+            f"patience must be None or >= 1; got {patience!r}",
+        ),
         (select in ("best_valid", "last"), f"select must be 'best_valid' or 'last'; got {select!r}"),
         (n_rounds >= 2, f"the traces need at least 2 rounds per episode to have a likelihood; got {n_rounds}"),
     )
@@ -189,19 +205,20 @@ def _check_options(epochs: int, batch_size: int, lr: float, valid_fraction: floa
         if not ok:
             raise ConfigurationError(message)
     if valid_fraction > 0 and n_episodes < 2:
-        raise ConfigurationError(f"a validation split needs at least 2 episodes; got {n_episodes}. Use valid_fraction=0")
+        raise ConfigurationError(
+            f"a validation split needs at least 2 episodes; got {n_episodes}. Use valid_fraction=0"
+        )
 
 
-def _mean_nll(
-    model: Mechanism, actions: Tensor, learner: Learner, extras: LearnerParameters, batch_size: int
-) -> float:
+def _mean_nll(model: Mechanism, actions: Tensor, learner: Learner, extras: LearnerParameters, batch_size: int) -> float:
     """Negative log-likelihood per agent-round of ``actions``, in batches, without gradients."""
     total, terms = 0.0, 0
     with torch.no_grad():
         for start in range(0, actions.shape[0], batch_size):
             batch = actions[start : start + batch_size]
-            log_p = log_likelihood(model, batch, learner, extras.q0, alpha=extras.alpha(), epsilon=extras.epsilon(),
-                                   validate=False)
+            log_p = log_likelihood(
+                model, batch, learner, extras.q0, alpha=extras.alpha(), epsilon=extras.epsilon(), validate=False
+            )
             total -= float(log_p)
             terms += batch.shape[0] * (batch.shape[1] - 1) * batch.shape[2]
     return total / terms
@@ -282,8 +299,9 @@ def fit(
     env_id, resolved_env_kwargs, truth_like = _resolve_game(env_id, traces, env_kwargs)
     _check_options(epochs, batch_size, lr, valid_fraction, patience, select, traces.n_episodes, traces.n_rounds)
     assumed = learner if learner is not None else traces.learner()
-    assumed = _check_assumed_learner(assumed, traces, learn_q0=learn_q0, learn_alpha=learn_alpha,
-                                     learn_epsilon=learn_epsilon)
+    assumed = _check_assumed_learner(
+        assumed, traces, learn_q0=learn_q0, learn_alpha=learn_alpha, learn_epsilon=learn_epsilon
+    )
     target = resolve_device(device)
     init_seed, order_seed = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(2))
     mechanism = build_model(model, truth_like, seed=init_seed, model_kwargs=model_kwargs).to(target)
@@ -292,23 +310,42 @@ def fit(
         model_name = auto_model_name(truth_like)
     if any(not torch.isfinite(p).all() for p in mechanism.parameters()):
         raise ConfigurationError("the model's initial parameters contain NaN or infinite values")
-    extras = LearnerParameters(assumed, truth_like.n_agents, truth_like.n_actions, q0=learn_q0, alpha=learn_alpha,
-                               epsilon=learn_epsilon).to(target)
+    extras = LearnerParameters(
+        assumed, truth_like.n_agents, truth_like.n_actions, q0=learn_q0, alpha=learn_alpha, epsilon=learn_epsilon
+    ).to(target)
 
     actions = traces.actions_tensor(target)
-    n_valid = 0 if valid_fraction == 0 else max(1, int(round(valid_fraction * traces.n_episodes)))
+    n_valid = 0 if valid_fraction == 0 else max(1, round(valid_fraction * traces.n_episodes))
     n_valid = min(n_valid, traces.n_episodes - 1)
     train, valid = actions[: traces.n_episodes - n_valid], actions[traces.n_episodes - n_valid :]
     config = FitConfig(
-        env_id=env_id, env_kwargs=resolved_env_kwargs, model=model_name, model_kwargs=dict(model_kwargs or {}),
-        learner=assumed.to_dict(), epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        payoff_l2=payoff_l2, grad_clip=grad_clip, valid_fraction=valid_fraction, patience=patience, select=select,
-        learn_q0=learn_q0, learn_alpha=learn_alpha, learn_epsilon=learn_epsilon, seed=seed, device=str(target),
-        n_train_episodes=int(train.shape[0]), n_valid_episodes=int(valid.shape[0]), agent_batch_size=agent_batch_size,
+        env_id=env_id,
+        env_kwargs=resolved_env_kwargs,
+        model=model_name,
+        model_kwargs=dict(model_kwargs or {}),
+        learner=assumed.to_dict(),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        payoff_l2=payoff_l2,
+        grad_clip=grad_clip,
+        valid_fraction=valid_fraction,
+        patience=patience,
+        select=select,
+        learn_q0=learn_q0,
+        learn_alpha=learn_alpha,
+        learn_epsilon=learn_epsilon,
+        seed=seed,
+        device=str(target),
+        n_train_episodes=int(train.shape[0]),
+        n_valid_episodes=int(valid.shape[0]),
+        agent_batch_size=agent_batch_size,
     )
     n_agents = truth_like.n_agents
-    if agent_batch_size is not None and (isinstance(agent_batch_size, bool) or not isinstance(agent_batch_size, int)
-                                         or agent_batch_size < 1):
+    if agent_batch_size is not None and (
+        isinstance(agent_batch_size, bool) or not isinstance(agent_batch_size, int) or agent_batch_size < 1
+    ):
         raise ConfigurationError(f"agent_batch_size must be None or an integer >= 1; got {agent_batch_size!r}")
     parameters = [p for p in [*mechanism.parameters(), *extras.parameters()] if p.requires_grad]
     if not parameters:
@@ -328,8 +365,16 @@ def fit(
             agents = None
             if agent_batch_size is not None and agent_batch_size < n_agents:
                 agents = torch.randperm(n_agents, generator=generator)[:agent_batch_size].sort().values.to(target)
-            log_probs, realised = trace_terms(mechanism, batch, extras.learner, extras.q0, alpha=extras.alpha(),
-                                              epsilon=extras.epsilon(), agents=agents, validate=False)
+            log_probs, realised = trace_terms(
+                mechanism,
+                batch,
+                extras.learner,
+                extras.q0,
+                alpha=extras.alpha(),
+                epsilon=extras.epsilon(),
+                agents=agents,
+                validate=False,
+            )
             n_terms = log_probs.numel()
             nll = -log_probs.sum() / n_terms
             # the published penalty: mean squared payoff of the observed joint actions (rounds 1..T-1)
@@ -343,10 +388,10 @@ def fit(
             terms += n_terms
         total = float(total_on_device)
         if not math.isfinite(total) or any(not torch.isfinite(p).all() for p in parameters):
+            finiteness = "finite" if all(torch.isfinite(p).all() for p in parameters) else "not finite"
             raise FitDivergedError(
-                f"the fit diverged at epoch {epoch}: the training loss is {total} and the parameters are "
-                f"{'finite' if all(torch.isfinite(p).all() for p in parameters) else 'not finite'}. Lower lr (now {lr}), "
-                f"raise payoff_l2 (now {payoff_l2}) or enable grad_clip (now {grad_clip})."
+                f"the fit diverged at epoch {epoch}: the training loss is {total} and the parameters are {finiteness}. "
+                f"Lower lr (now {lr}), raise payoff_l2 (now {payoff_l2}) or enable grad_clip (now {grad_clip})."
             )
         mechanism.eval()
         row: dict[str, float] = {"epoch": epoch, "train_nll": total / terms}

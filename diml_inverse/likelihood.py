@@ -330,8 +330,10 @@ def trace_terms(
     actions = actions.to(device=device, dtype=torch.long)
     if agents is not None:
         agents = torch.as_tensor(agents, dtype=torch.long, device=device)
-        if agents.dim() != 1 or agents.numel() == 0 or (
-            validate and (int(agents.min()) < 0 or int(agents.max()) >= actions.shape[-1])
+        if (
+            agents.dim() != 1
+            or agents.numel() == 0
+            or (validate and (int(agents.min()) < 0 or int(agents.max()) >= actions.shape[-1]))
         ):
             raise ConfigurationError(
                 f"agents must be a non-empty 1-D list of indices in [0, {actions.shape[-1]}); got {agents.tolist()}"

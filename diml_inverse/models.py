@@ -40,8 +40,10 @@ def _structured_model(truth_like: Mechanism, seed: int) -> Mechanism:
     cls = type(truth_like)
     if isinstance(truth_like, PublicGoodsMechanism):
         generator = torch.Generator().manual_seed(seed)
-        k, scale, cost = (low + (high - low) * float(torch.rand((), generator=generator)) for low, high in
-                          ((1.0, 3.0), (0.5, 1.5), (0.4, 1.2)))
+        k, scale, cost = (
+            low + (high - low) * float(torch.rand((), generator=generator))
+            for low, high in ((1.0, 3.0), (0.5, 1.5), (0.4, 1.2))
+        )
         return PublicGoodsMechanism(**config, k=k, scale=scale, cost=cost, seed=seed)
     if "seed" not in inspect.signature(cls).parameters:
         raise ConfigurationError(

@@ -172,7 +172,9 @@ def load(path: str | Path, *, device: DeviceLike = "cpu") -> FitResult:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         description = json.loads(payload["description"])
     except Exception as error:  # corrupted, truncated or foreign files
-        raise FitFileError(f"{path} is not a readable diml_inverse fit file ({type(error).__name__}: {error})") from None
+        raise FitFileError(
+            f"{path} is not a readable diml_inverse fit file ({type(error).__name__}: {error})"
+        ) from None
     if description.get("format") != FIT_FILE_FORMAT:
         raise FitFileError(f"{path} has format {description.get('format')!r}; expected {FIT_FILE_FORMAT!r}")
     mechanism = build_mechanism(description["family"], **description["mechanism_config"])

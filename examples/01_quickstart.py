@@ -64,8 +64,11 @@ def main() -> None:
     axis.scatter(true_diff, fit_diff, s=2, alpha=0.3)
     limit = float(true_diff.abs().max()) * 1.1
     axis.plot([-limit, limit], [-limit, limit], color="black", linewidth=0.8)
-    axis.set(xlabel="true payoff (gauge-fixed)", ylabel="recovered payoff (gauge-fixed)",
-             title=f"{ENV_ID}\ndiff_mse {error:.4f} (zero mechanism {baseline:.4f})")
+    axis.set(
+        xlabel="true payoff (gauge-fixed)",
+        ylabel="recovered payoff (gauge-fixed)",
+        title=f"{ENV_ID}\ndiff_mse {error:.4f} (zero mechanism {baseline:.4f})",
+    )
     figure.tight_layout()
     figure.savefig(args.out / "recovery.png", dpi=120)
     print(f"wrote {args.out / 'recovery.png'}")

@@ -19,17 +19,68 @@ def trace_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_fit_then_evaluate(trace_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fit_path = tmp_path / "fit.pt"
-    assert main(["fit", str(trace_file), "--epochs", "2", "--test-fraction", "0.2", "-q", "--device", "cpu",
-                 "-o", str(fit_path)]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(trace_file),
+                "--epochs",
+                "2",
+                "--test-fraction",
+                "0.2",
+                "-q",
+                "--device",
+                "cpu",
+                "-o",
+                str(fit_path),
+            ]
+        )
+        == 0
+    )
     assert fit_path.is_file()
     assert "fitted neural on mechgym/PublicGoods-v0 (8 episodes)" in capsys.readouterr().out
-    assert main(["evaluate", str(fit_path), "--traces", str(trace_file), "--test-fraction", "0.2",
-                 "--cf-episodes", "20", "--cf-rounds", "10", "--diff-samples", "500"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(fit_path),
+                "--traces",
+                str(trace_file),
+                "--test-fraction",
+                "0.2",
+                "--cf-episodes",
+                "20",
+                "--cf-rounds",
+                "10",
+                "--diff-samples",
+                "500",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     for metric in ("diff_mse", "zero_diff_mse", "cfkl_params", "cfkl_noise_floor", "heldout_nll"):
         assert metric in table
-    assert main(["evaluate", str(fit_path), "--traces", str(trace_file), "--truth-seed", "3", "--json",
-                 "--cf-episodes", "5", "--cf-rounds", "5", "--diff-samples", "100"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(fit_path),
+                "--traces",
+                str(trace_file),
+                "--truth-seed",
+                "3",
+                "--json",
+                "--cf-episodes",
+                "5",
+                "--cf-rounds",
+                "5",
+                "--diff-samples",
+                "100",
+            ]
+        )
+        == 0
+    )
     assert '"diff_mse"' in capsys.readouterr().out
 
 

@@ -77,14 +77,25 @@ def test_structured_model_is_the_game_family() -> None:
 
 def test_misspecified_learner_is_recorded(e1_traces: TraceDataset) -> None:
     wrong = LogitQ(alpha=0.25, beta=1.8, epsilon=0.06)
-    result = diml_inverse.fit(E1, e1_traces.episodes(slice(0, 8)), learner=wrong, epochs=1, progress=False, device="cpu")
+    result = diml_inverse.fit(
+        E1, e1_traces.episodes(slice(0, 8)), learner=wrong, epochs=1, progress=False, device="cpu"
+    )
     assert result.learner == wrong
     assert result.config["learner"] == wrong.to_dict()
 
 
 def test_learn_alpha_epsilon_and_q0(e1_traces: TraceDataset) -> None:
-    result = diml_inverse.fit(E1, e1_traces.episodes(slice(0, 16)), epochs=3, learn_alpha=True, learn_epsilon=True,
-                              learn_q0=True, lr=1e-2, progress=False, device="cpu")
+    result = diml_inverse.fit(
+        E1,
+        e1_traces.episodes(slice(0, 16)),
+        epochs=3,
+        learn_alpha=True,
+        learn_epsilon=True,
+        learn_q0=True,
+        lr=1e-2,
+        progress=False,
+        device="cpu",
+    )
     assert result.learner.alpha != 0.25 and 0 < result.learner.alpha < 1
     assert result.learner.epsilon != 0.06 and 0 < result.learner.epsilon < 1
     assert result.learner.beta == 3.0
@@ -111,7 +122,9 @@ def test_callback_rows_join_the_history(e1_traces: TraceDataset) -> None:
         seen.append(epoch)
         return {"param_norm": float(sum(p.norm() for p in mechanism.parameters()))}
 
-    result = diml_inverse.fit(E1, e1_traces.episodes(slice(0, 8)), epochs=2, callback=track, progress=False, device="cpu")
+    result = diml_inverse.fit(
+        E1, e1_traces.episodes(slice(0, 8)), epochs=2, callback=track, progress=False, device="cpu"
+    )
     assert seen == [1, 2] and all("param_norm" in row for row in result.history)
 
 
@@ -129,7 +142,9 @@ def test_gauge_fixed_payoffs_and_differences(e1_traces: TraceDataset) -> None:
 
 
 def test_save_load_roundtrip(tmp_path: Path, e1_traces: TraceDataset) -> None:
-    result = diml_inverse.fit(E1, e1_traces.episodes(slice(0, 8)), epochs=2, learn_q0=True, progress=False, device="cpu")
+    result = diml_inverse.fit(
+        E1, e1_traces.episodes(slice(0, 8)), epochs=2, learn_q0=True, progress=False, device="cpu"
+    )
     path = result.save(tmp_path / "fit.pt")
     loaded = diml_inverse.load(path)
     joint = e1_traces.actions_tensor()[1]
@@ -199,8 +214,17 @@ def test_nan_weights_are_refused(e1_traces: TraceDataset) -> None:
 
 def test_diverging_fit_stops_with_a_clear_message(e1_traces: TraceDataset) -> None:
     with pytest.raises(FitDivergedError, match="diverged"):
-        diml_inverse.fit(E1, e1_traces.episodes(slice(0, 8)), model="tabular", lr=1e30, grad_clip=None,
-                         payoff_l2=0.0, epochs=5, progress=False, device="cpu")
+        diml_inverse.fit(
+            E1,
+            e1_traces.episodes(slice(0, 8)),
+            model="tabular",
+            lr=1e30,
+            grad_clip=None,
+            payoff_l2=0.0,
+            epochs=5,
+            progress=False,
+            device="cpu",
+        )
 
 
 def test_fit_from_a_saved_file(tmp_path: Path, e1_traces: TraceDataset) -> None:
@@ -226,8 +250,16 @@ def test_agent_minibatches_cover_large_games_in_bounded_memory() -> None:
     env_id = "mechgym/AnonymousGame-v0"
     kwargs = {"n_agents": 30, "n_actions": 5}
     traces = mechgym.rollout(mechgym.make(env_id, **kwargs), n_episodes=6, n_rounds=12, seed=0)
-    result = diml_inverse.fit(env_id, traces, epochs=2, batch_size=3, agent_batch_size=7, progress=False,
-                              device="cpu", model_kwargs={"hidden": 16})
+    result = diml_inverse.fit(
+        env_id,
+        traces,
+        epochs=2,
+        batch_size=3,
+        agent_batch_size=7,
+        progress=False,
+        device="cpu",
+        model_kwargs={"hidden": 16},
+    )
     assert result.config["agent_batch_size"] == 7
     assert all(np.isfinite(row["train_nll"]) and np.isfinite(row["valid_nll"]) for row in result.history)
     with pytest.raises(ConfigurationError, match="agent_batch_size"):

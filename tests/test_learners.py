@@ -50,7 +50,8 @@ def test_shifted_learner_uses_reference_factors() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"alpha": 0.0}, {"alpha": 1.5}, {"beta": 0.0}, {"beta": float("inf")}, {"epsilon": -0.1}, {"q0": float("nan")}]
+    "kwargs",
+    [{"alpha": 0.0}, {"alpha": 1.5}, {"beta": 0.0}, {"beta": float("inf")}, {"epsilon": -0.1}, {"q0": float("nan")}],
 )
 def test_bad_hyperparameters_raise(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigurationError):
@@ -63,14 +64,19 @@ def test_unknown_learner_name_suggests() -> None:
 
 
 def test_uniforms_are_deterministic_uniform_and_layout_free() -> None:
-    grid = uniforms(7, torch.arange(50)[:, None, None], torch.arange(40)[None, :, None], torch.arange(30)[None, None, :])
+    grid = uniforms(
+        7, torch.arange(50)[:, None, None], torch.arange(40)[None, :, None], torch.arange(30)[None, None, :]
+    )
     assert grid.dtype == torch.float32 and grid.shape == (50, 40, 30)
-    assert 0.0 <= float(grid.min()) and float(grid.max()) < 1.0
+    assert float(grid.min()) >= 0.0 and float(grid.max()) < 1.0
     assert abs(float(grid.mean()) - 0.5) < 0.01 and abs(float(grid.var()) - 1 / 12) < 0.005
     assert float(grid[3, 5, 7]) == float(uniforms(7, 3, 5, 7)) == uniform(7, 3, 5, 7)
     for seed, counters in ((0, (0, 0, 0)), (2**40 + 3, (2**33, 7, 999)), (5, (1, 2, 3))):
         assert uniform(seed, *counters, stream=2) == float(uniforms(seed, *counters, stream=2))
-    assert not torch.equal(grid, uniforms(8, torch.arange(50)[:, None, None], torch.arange(40)[None, :, None], torch.arange(30)[None, None, :]))
+    assert not torch.equal(
+        grid,
+        uniforms(8, torch.arange(50)[:, None, None], torch.arange(40)[None, :, None], torch.arange(30)[None, None, :]),
+    )
     # neighbouring counters are not correlated
     flat = grid.flatten()
     assert abs(float(torch.corrcoef(torch.stack([flat[:-1], flat[1:]]))[0, 1])) < 0.02
@@ -80,7 +86,9 @@ def test_sample_categorical_inverse_cdf() -> None:
     probabilities = torch.tensor([0.2, 0.5, 0.3])
     draws = [int(sample_categorical(probabilities, torch.tensor(u))) for u in (0.0, 0.19, 0.2, 0.69, 0.7, 0.999)]
     assert draws == [0, 0, 1, 1, 2, 2]
-    counts = torch.bincount(sample_categorical(probabilities.expand(20000, 3), uniforms(0, torch.arange(20000), 0, 0)), minlength=3)
+    counts = torch.bincount(
+        sample_categorical(probabilities.expand(20000, 3), uniforms(0, torch.arange(20000), 0, 0)), minlength=3
+    )
     torch.testing.assert_close(counts / 20000.0, probabilities, atol=0.015, rtol=0)
 
 

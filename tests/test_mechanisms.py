@@ -78,7 +78,12 @@ def test_payoff_table_matches_forward_and_is_cached_when_frozen() -> None:
 
 
 def test_gradients_flow_through_counterfactual_paths() -> None:
-    for mechanism in (NeuralJointMechanism(3, 4), AnonymousCountMechanism(10, 4), PublicGoodsMechanism(), TabularMechanism(3, 3)):
+    for mechanism in (
+        NeuralJointMechanism(3, 4),
+        AnonymousCountMechanism(10, 4),
+        PublicGoodsMechanism(),
+        TabularMechanism(3, 3),
+    ):
         joint = random_joint(mechanism, 8)
         mechanism.counterfactual_payoffs(joint).square().sum().backward()
         grads = [p.grad for p in mechanism.parameters()]
@@ -190,7 +195,9 @@ def test_counterfactual_payoffs_of_an_agent_subset(name: str) -> None:
     agents = torch.tensor([mechanism.n_agents - 1, 0])
     full = mechanism.counterfactual_payoffs_generic(joint)
     torch.testing.assert_close(mechanism.counterfactual_payoffs_generic(joint, agents), full[..., agents, :])
-    torch.testing.assert_close(mechanism.counterfactual_payoffs(joint, agents), full[..., agents, :], rtol=1e-4, atol=5e-5)
+    torch.testing.assert_close(
+        mechanism.counterfactual_payoffs(joint, agents), full[..., agents, :], rtol=1e-4, atol=5e-5
+    )
 
 
 def test_chunked_anonymous_rows_equal_whole_and_keep_gradients() -> None:

@@ -63,7 +63,9 @@ def test_rewards_are_the_mechanism_payoffs() -> None:
 
 def test_learners_learn_something() -> None:
     """Play drifts away from uniform: late rounds have lower action entropy than the first round."""
-    traces = mechgym.rollout("mechgym/Congestion-v0", LogitQ(beta=20.0, epsilon=0.0), n_episodes=64, n_rounds=40, seed=0)
+    traces = mechgym.rollout(
+        "mechgym/Congestion-v0", LogitQ(beta=20.0, epsilon=0.0), n_episodes=64, n_rounds=40, seed=0
+    )
     first = np.bincount(traces.actions[:, 0].ravel(), minlength=5) / traces.actions[:, 0].size
     late = np.bincount(traces.actions[:, -10:].ravel(), minlength=5) / traces.actions[:, -10:].size
     entropy = lambda p: -(p[p > 0] * np.log(p[p > 0])).sum()  # noqa: E731

@@ -22,7 +22,13 @@ from mechgym.mechanisms.tabular import TabularMechanism
 #: Mechanism classes by family name; :func:`register_family` adds third-party ones.
 MECHANISM_FAMILIES: dict[str, type[Mechanism]] = {
     cls.family: cls
-    for cls in (NeuralJointMechanism, CongestionMechanism, PublicGoodsMechanism, AnonymousCountMechanism, TabularMechanism)
+    for cls in (
+        NeuralJointMechanism,
+        CongestionMechanism,
+        PublicGoodsMechanism,
+        AnonymousCountMechanism,
+        TabularMechanism,
+    )
 }
 
 

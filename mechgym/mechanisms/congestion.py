@@ -31,9 +31,7 @@ class CongestionMechanism(AnonymousMechanism):
 
     family = "congestion"
 
-    def __init__(
-        self, n_agents: int = 4, n_actions: int = 5, pricing: Pricing = "toll", seed: int | None = 0
-    ) -> None:
+    def __init__(self, n_agents: int = 4, n_actions: int = 5, pricing: Pricing = "toll", seed: int | None = 0) -> None:
         super().__init__(n_agents, n_actions)
         if pricing not in ("toll", "subsidy"):
             raise ConfigurationError(f"pricing must be 'toll' or 'subsidy'; got {pricing!r}")
