@@ -66,6 +66,7 @@ def smoke_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
             str(out / "figures"),
             "--threads",
             "1",
+            "--system-malloc",  # no process-wide malloc settings inside the test session
         ]
     )
     assert status == 0

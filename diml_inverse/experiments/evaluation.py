@@ -28,7 +28,7 @@ from diml_inverse.metrics import (
     uniform_nll,
 )
 from mechgym.errors import ConfigurationError
-from mechgym.learners import LogitQ
+from mechgym.learners import Learner, LogitQ
 from mechgym.mechanisms import Mechanism, TabularMechanism, all_joint_actions, gather_counterfactuals
 from mechgym.random import sample_categorical, uniforms
 
@@ -70,7 +70,7 @@ def _counterfactual_lookup(mechanism: Mechanism) -> Callable[[Tensor], Tensor]:
 
 @torch.no_grad()
 def simulated_actions(
-    mechanism: Mechanism, learner: LogitQ, n_episodes: int, n_rounds: int, seed: int, purpose: str
+    mechanism: Mechanism, learner: Learner, n_episodes: int, n_rounds: int, seed: int, purpose: str
 ) -> Tensor:
     """The joint actions ``[E*T, N]`` of :func:`diml_inverse.metrics.cfkl_params`' simulation for ``purpose``.
 

@@ -37,7 +37,7 @@ def _series(rows: Sequence[Mapping[str, Any]], group: str, column: str) -> dict[
         value = row.get(column)
         if isinstance(value, float) and not math.isnan(value):
             values[str(row[group])][int(row["epoch"])].append(value)
-    series = {}
+    series: dict[str, tuple[np.ndarray, ...]] = {}
     for name, by_epoch in values.items():
         epochs = np.array(sorted(by_epoch))
         stacked = [np.array(by_epoch[e]) for e in epochs]
@@ -114,6 +114,9 @@ def plot_curves(
             value = float(np.mean(list(references.values())))
             axis.axhline(value, color="grey", linestyle="--", linewidth=1.2, label=reference_label)
         axis.set_yscale("log")
+        y_low, y_high = _value_range(curves, column, reference_column)
+        if y_high <= y_low * 1.05:  # a flat panel (e.g. a saturated KL): widen it so that log scaling works
+            axis.set_ylim(y_low / 1.5, y_high * 1.5)
         axis.set_xlabel("epoch")
         axis.set_title(panel_title, fontsize=10)
         axis.grid(True, which="major", alpha=0.3)
@@ -125,6 +128,11 @@ def plot_curves(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi)
     return path
+
+
+def _value_range(rows: Sequence[Mapping[str, Any]], *columns: str) -> tuple[float, float]:
+    values = [v for row in rows for c in columns if isinstance(v := row.get(c), float) and math.isfinite(v) and v > 0]
+    return (min(values), max(values)) if values else (1.0, 10.0)
 
 
 #: The same colour for a method in every figure.

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from diml_inverse.experiments.configs import PUBLISHED
 from diml_inverse.experiments.plots import plot_curves
 from diml_inverse.experiments.runner import CONFIG_FILE, CURVES_FILE, FINAL_FILE, TIMING_FILE, write_rows
 from diml_inverse.metrics import format_metrics_table
@@ -226,7 +227,8 @@ def build_report(out: str | Path, name: str, *, figures_dir: str | Path | None =
     """
     directory = Path(out) / name
     configs = [json.loads(path.read_text()) for path in sorted(directory.glob(f"seed*/*/{CONFIG_FILE}"))]
-    games = list(dict.fromkeys(game["label"] for config in configs for game in config["games"]))
+    published = [game.label for game in PUBLISHED[name].games] if name in PUBLISHED else []
+    games = list(dict.fromkeys([*published, *(game["label"] for config in configs for game in config["games"])]))
     curves, final, timing = (collect(directory, f, games) for f in (CURVES_FILE, FINAL_FILE, TIMING_FILE))
     if not curves:
         raise ConfigurationError(
