@@ -62,6 +62,9 @@ class FitConfig:
     n_train_episodes: int = 0
     n_valid_episodes: int = 0
     agent_batch_size: int | None = None
+    round_window: int | None = None
+    burn_in: int | None = None
+    compile: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,6 +227,199 @@ def _mean_nll(model: Mechanism, actions: Tensor, learner: Learner, extras: Learn
     return total / terms
 
 
+#: The default burn-in drops at most this share of the learner state: ``(1 - alpha)^burn_in <= BURN_IN_TOLERANCE``.
+BURN_IN_TOLERANCE = 1e-7
+
+
+def default_burn_in(alpha: float) -> int:
+    """The smallest ``b`` with ``(1 - alpha)^b <= BURN_IN_TOLERANCE``: rounds after which logit-Q forgets its state.
+
+    Args:
+        alpha: The logit-Q learning rate (clamped to at least ``1e-12``).
+
+    Returns:
+        The burn-in ``b >= 1``.
+    """
+    if alpha >= 1.0:
+        return 1  # 0^0 = 1, as in the filter
+    log_keep = math.log1p(-max(alpha, 1e-12))
+    log_tolerance = math.log(BURN_IN_TOLERANCE)
+    burn_in = max(1, math.ceil(log_tolerance / log_keep))
+    while burn_in > 1 and (burn_in - 1) * log_keep <= log_tolerance:  # float rounding at the boundary
+        burn_in -= 1
+    while burn_in * log_keep > log_tolerance:
+        burn_in += 1
+    return burn_in
+
+
+def _check_window_options(round_window: int | None, burn_in: int | None) -> None:
+    def is_int(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if round_window is not None and not (is_int(round_window) and round_window >= 1):
+        raise ConfigurationError(f"round_window must be None or an integer >= 1; got {round_window!r}")
+    if burn_in is not None and not (is_int(burn_in) and burn_in >= 0):
+        raise ConfigurationError(f"burn_in must be None or an integer >= 0; got {burn_in!r}")
+    if burn_in is not None and round_window is None:
+        raise ConfigurationError("burn_in only applies to round windows; pass round_window=... as well")
+
+
+def _check_forgetting_learner(learner: Learner) -> None:
+    """Round windows are exact only for a learner whose state forgets exponentially (logit-Q)."""
+    if not isinstance(learner, LogitQ):
+        raise ConfigurationError(
+            f"round_window needs a learner whose state forgets exponentially (LogitQ); the assumed "
+            f"{type(learner).__name__} never forgets (cumulative sums, counts or unplayed actions do not decay), "
+            "so a window's state depends on the whole past. Fit whole episodes (round_window=None)"
+        )
+
+
+def window_slices(n_rounds: int, window: int, burn_in: int) -> list[tuple[int, int, int]]:
+    """Where every round window of an episode reads its actions and which of their terms it scores.
+
+    Likelihood term ``g`` (``0..T-2``) is ``log pi(round g+2)``, computed from the payoffs of rounds ``1..g+1``.
+    Window ``k`` scores terms ``[kW, min((k+1)W, T-1))``. Every window reads ``L = burn_in + W + 1`` actions
+    from ``s = max(0, min(kW - burn_in, T - L))`` (all the same length, so they batch); the slice's term ``j``
+    is the episode's term ``s + j``, and at least ``burn_in`` terms precede the scored ones unless ``s = 0``.
+    If ``L >= T`` there is one window: the whole episode.
+
+    Args:
+        n_rounds: Rounds ``T >= 2`` per episode.
+        window: Scored terms ``W >= 1`` per window.
+        burn_in: Rounds ``>= 0`` before a window that update the learner state but are not scored.
+
+    Returns:
+        ``(slice start s, first scored term within the slice, number of scored terms)`` per window.
+    """
+    if n_rounds < 2:
+        raise ConfigurationError(f"an episode needs at least 2 rounds to have a likelihood; got {n_rounds}")
+    _check_window_options(window, burn_in)
+    n_terms = n_rounds - 1
+    length = burn_in + window + 1
+    if length >= n_rounds:
+        return [(0, 0, n_terms)]
+    slices = []
+    for first in range(0, n_terms, window):
+        start = max(0, min(first - burn_in, n_rounds - length))
+        slices.append((start, first - start, min(first + window, n_terms) - first))
+    return slices
+
+
+@dataclass(frozen=True, eq=False)
+class RoundWindows:
+    """The windows of :func:`window_slices` as tensors, to score minibatches of (episode, window) items.
+
+    Item ``i`` is window ``i % n_windows`` of episode ``i // n_windows``.
+
+    Attributes:
+        slices: :func:`window_slices`'s output.
+        length: Actions ``L`` read per window.
+        starts: Slice starts ``[n_windows]`` on the device.
+        scored: ``[n_windows, L-1]`` on the device: whether a slice term belongs to its window.
+        n_scored: Scored terms per window ``[n_windows]`` on the CPU (to count terms without a device sync).
+    """
+
+    slices: list[tuple[int, int, int]]
+    length: int
+    starts: Tensor
+    scored: Tensor
+    n_scored: Tensor
+
+    @classmethod
+    def build(cls, n_rounds: int, window: int, burn_in: int, device: torch.device | str = "cpu") -> RoundWindows:
+        """The windows of episodes of ``n_rounds`` rounds (see :func:`window_slices` for the arguments)."""
+        slices = window_slices(n_rounds, window, burn_in)
+        length = min(burn_in + window + 1, n_rounds)
+        terms = torch.arange(length - 1)
+        first, count = torch.tensor([s[1] for s in slices]), torch.tensor([s[2] for s in slices])
+        scored = (terms >= first[:, None]) & (terms < (first + count)[:, None])
+        starts = torch.tensor([s[0] for s in slices], device=device)
+        return cls(slices=slices, length=length, starts=starts, scored=scored.to(device), n_scored=count)
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.slices)
+
+    def terms(
+        self,
+        mechanism: Mechanism,
+        actions: Tensor,
+        learner: Learner,
+        items: Tensor,
+        q0: Tensor | float | None = None,
+        *,
+        alpha: Tensor | float | None = None,
+        epsilon: Tensor | float | None = None,
+        agents: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The likelihood terms of a minibatch of windows, by :func:`~diml_inverse.likelihood.trace_terms`.
+
+        Summed where ``scored`` over all items of all episodes, the terms are :func:`log_likelihood` of the
+        whole episodes up to ``(1 - alpha)^burn_in``. A ``q0`` tensor (learned, per agent and action) only
+        applies to slices that start at round 1; the others start from the learner's constant ``q0``, which
+        the logit policy ignores (it is shift-invariant), so a slice's state differs from the episode's only
+        by contributions decayed by ``(1 - alpha)^burn_in`` or more (the rounds before the slice, ``q0``).
+
+        Args:
+            mechanism, learner, alpha, epsilon, agents: as in :func:`~diml_inverse.likelihood.trace_terms`.
+            actions: Validated actions of every episode, ``[E, T, N]`` on the mechanism's device.
+            items: Item indices ``[B]`` (``episode * n_windows + window``) on the same device.
+            q0: Initial scores ``Q(1)`` of the episodes: a scalar or a tensor broadcastable to ``[N, A]``;
+                ``None`` for ``learner.q0``.
+
+        Returns:
+            ``(log_probs, payoffs, scored)``: the terms and realised payoffs of the slices, both
+            ``[B, L-1, K]``, and the boolean mask ``[B, L-1, 1]`` of the terms each window scores.
+        """
+        _check_forgetting_learner(learner)
+        episodes, windows = items // self.n_windows, items % self.n_windows
+        starts = self.starts[windows]
+        rounds = starts[:, None] + torch.arange(self.length, device=starts.device)
+        batch = actions[episodes[:, None], rounds]  # [B, L, N]
+        if isinstance(q0, Tensor):
+            constant = float(learner.params()["q0"])
+            shape = (items.shape[0], mechanism.n_agents, mechanism.n_actions)
+            q0 = torch.where((starts == 0)[:, None, None], q0, constant).expand(shape)
+        log_probs, payoffs = trace_terms(
+            mechanism, batch, learner, q0, alpha=alpha, epsilon=epsilon, agents=agents, validate=False
+        )
+        return log_probs, payoffs, self.scored[windows][..., None]
+
+
+def _round_windows(n_rounds: int, window: int, burn_in: int, device: torch.device) -> RoundWindows | None:
+    """The windows of a fit, or ``None`` (whole episodes) when a window's slice would cover the episode."""
+    if burn_in + window + 1 >= n_rounds:
+        logger.info("burn_in %d + round_window %d + 1 >= %d rounds: fitting whole episodes", burn_in, window, n_rounds)
+        return None
+    return RoundWindows.build(n_rounds, window, burn_in, device)
+
+
+def _first_call_checked(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compile(function, dynamic=False)`` (one graph per minibatch shape), whose first call turns a
+    compilation failure into a clear :class:`ConfigurationError`."""
+    from torch._dynamo.exc import TorchDynamoException  # imported here: torch._dynamo is slow to import
+
+    # what a failing compile raises on its first call (no C++ compiler, an unsupported operation, ...)
+    compile_errors = (RuntimeError, OSError, NotImplementedError, TorchDynamoException)
+    compiled = torch.compile(function, dynamic=False)
+    calls = 0
+
+    def call(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            return compiled(*args)
+        try:
+            return compiled(*args)
+        except compile_errors as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ConfigurationError(
+                f"torch.compile failed ({type(error).__name__}: {first_line}); fit with compile=False"
+            ) from error
+
+    return call
+
+
 def fit(
     env_id: str | None,
     traces: TraceDataset | str | Path,
@@ -249,6 +445,9 @@ def fit(
     env_kwargs: dict[str, Any] | None = None,
     callback: EpochCallback | None = None,
     agent_batch_size: int | None = None,
+    round_window: int | None = None,
+    burn_in: int | None = None,
+    compile: bool = False,
 ) -> FitResult:
     """Fit a mechanism to action traces by maximum likelihood through the learners' unroll (DIML).
 
@@ -266,7 +465,7 @@ def fit(
         learner: The assumed learning model; ``None`` takes the learner recorded in the traces. Passing a
             different one makes a misspecified fit (DIML-Wrong).
         epochs: Passes over the training episodes (published: 100 for E1-E3, 200 for E4).
-        batch_size: Episodes per minibatch (published: 32 for E1-E3, 8 for E4).
+        batch_size: Episodes per minibatch (published: 32 for E1-E3, 8 for E4); windows with ``round_window``.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         payoff_l2: Weight of the mean squared payoff penalty (the published 1e-4).
@@ -286,6 +485,22 @@ def fit(
         agent_batch_size: Agents per minibatch, drawn at random for each minibatch (``None``: all). The
             learner-state tensors ``[B, T, K, A]`` scale with it, so large games fit in memory; the
             counterfactual payoffs still see every agent's action.
+        round_window: Score windows of this many rounds (likelihood terms) of one episode per minibatch item
+            instead of whole episodes (``None``). An epoch visits every (training episode, window) pair once,
+            in a seeded random order. Use it for long episodes: more Adam steps per epoch, and memory per step
+            scales with ``burn_in + round_window`` instead of the episode length. Only for a
+            :class:`~mechgym.learners.LogitQ` learner (its state forgets exponentially); a window that would
+            cover the whole episode falls back to whole episodes. The held-out likelihood is still computed
+            on whole episodes.
+        burn_in: Rounds before each window that update the learner state but are not scored (needs
+            ``round_window``). ``None``: the smallest ``b`` with ``(1 - alpha)^b <= 1e-7`` (re-computed each
+            epoch when ``learn_alpha``; recorded in the history as ``burn_in``), which makes the windowed
+            likelihood equal to the whole-episode one to float32 precision. A smaller burn-in is cheaper but
+            approximate.
+        compile: Run each minibatch's likelihood through ``torch.compile`` (``dynamic=False``). Measured on
+            one CPU thread (docs/benchmarks.md): 1.5-2x faster per step after a first-call compile of 7-23 s
+            and 6-12 s more per new minibatch shape, so it pays only for long fits (thousands of steps, or
+            E4-scale steps); off by default. Needs a working C++ compiler on the CPU.
 
     Returns:
         A :class:`FitResult`.
@@ -298,10 +513,13 @@ def fit(
     traces = _resolve_traces(traces, env_id)
     env_id, resolved_env_kwargs, truth_like = _resolve_game(env_id, traces, env_kwargs)
     _check_options(epochs, batch_size, lr, valid_fraction, patience, select, traces.n_episodes, traces.n_rounds)
+    _check_window_options(round_window, burn_in)
     assumed = learner if learner is not None else traces.learner()
     assumed = _check_assumed_learner(
         assumed, traces, learn_q0=learn_q0, learn_alpha=learn_alpha, learn_epsilon=learn_epsilon
     )
+    if round_window is not None:
+        _check_forgetting_learner(assumed)
     target = resolve_device(device)
     init_seed, order_seed = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(2))
     mechanism = build_model(model, truth_like, seed=init_seed, model_kwargs=model_kwargs).to(target)
@@ -341,6 +559,9 @@ def fit(
         n_train_episodes=int(train.shape[0]),
         n_valid_episodes=int(valid.shape[0]),
         agent_batch_size=agent_batch_size,
+        round_window=round_window,
+        burn_in=burn_in,
+        compile=compile,
     )
     n_agents = truth_like.n_agents
     if agent_batch_size is not None and (
@@ -355,30 +576,60 @@ def fit(
     history: list[dict[str, float]] = []
     best: tuple[float, int, dict[str, Any]] | None = None
     since_best = 0
+    windows: RoundWindows | None = None  # None: whole episodes
+    windows_burn_in: int | None = None
+
+    def minibatch_sums(index: Tensor, agents: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Sums of the log-likelihood terms and of the squared realised payoffs of one minibatch."""
+        alpha, epsilon = extras.alpha(), extras.epsilon()
+        if windows is None:
+            log_probs, realised = trace_terms(
+                mechanism,
+                train[index],
+                extras.learner,
+                extras.q0,
+                alpha=alpha,
+                epsilon=epsilon,
+                agents=agents,
+                validate=False,
+            )
+            return log_probs.sum(), realised.pow(2).sum()
+        log_probs, realised, scored = windows.terms(
+            mechanism, train, extras.learner, index, extras.q0, alpha=alpha, epsilon=epsilon, agents=agents
+        )
+        return torch.where(scored, log_probs, 0.0).sum(), torch.where(scored, realised, 0.0).pow(2).sum()
+
+    step_sums: Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]] | None = None
     bar = tqdm(range(1, epochs + 1), desc=f"fit {env_id}", unit="epoch", disable=not progress)
     for epoch in bar:
         started = time.perf_counter()
         mechanism.train()
         total_on_device, terms = torch.zeros((), device=target), 0  # summed on the device: no sync per step
-        for index in torch.randperm(train.shape[0], generator=generator).split(batch_size):
-            batch = train[index.to(target)]
+        if round_window is not None:
+            epoch_burn_in = burn_in
+            if epoch_burn_in is None:  # one host sync per epoch for a learned alpha
+                alpha = extras.alpha()
+                epoch_burn_in = default_burn_in(assumed.params()["alpha"] if alpha is None else float(alpha.detach()))
+            if epoch_burn_in != windows_burn_in:
+                windows_burn_in = epoch_burn_in
+                windows = _round_windows(traces.n_rounds, round_window, epoch_burn_in, target)
+        n_items = train.shape[0] * (1 if windows is None else windows.n_windows)
+        for index in torch.randperm(n_items, generator=generator).split(batch_size):
             agents = None
             if agent_batch_size is not None and agent_batch_size < n_agents:
                 agents = torch.randperm(n_agents, generator=generator)[:agent_batch_size].sort().values.to(target)
-            log_probs, realised = trace_terms(
-                mechanism,
-                batch,
-                extras.learner,
-                extras.q0,
-                alpha=extras.alpha(),
-                epsilon=extras.epsilon(),
-                agents=agents,
-                validate=False,
-            )
-            n_terms = log_probs.numel()
-            nll = -log_probs.sum() / n_terms
-            # the published penalty: mean squared payoff of the observed joint actions (rounds 1..T-1)
-            loss = nll + payoff_l2 * realised.pow(2).mean() if payoff_l2 else nll
+            n_agent_terms = n_agents if agents is None else int(agents.numel())
+            if windows is None:
+                n_terms = int(index.numel()) * (traces.n_rounds - 1) * n_agent_terms
+            else:
+                n_terms = int(windows.n_scored[index % windows.n_windows].sum()) * n_agent_terms  # host: no sync
+            if step_sums is None:  # the first step: compile now, so that a failure is reported as such
+                step_sums = _first_call_checked(minibatch_sums) if compile else minibatch_sums
+            log_prob_sum, squared_payoff_sum = step_sums(index.to(target), agents)
+            nll = -log_prob_sum / n_terms
+            # the published penalty: mean squared payoff of the observed joint actions (rounds 1..T-1), or of the
+            # scored terms of round windows
+            loss = nll + payoff_l2 * (squared_payoff_sum / n_terms) if payoff_l2 else nll
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip is not None:
@@ -395,6 +646,8 @@ def fit(
             )
         mechanism.eval()
         row: dict[str, float] = {"epoch": epoch, "train_nll": total / terms}
+        if windows_burn_in is not None:
+            row["burn_in"] = windows_burn_in
         if valid.shape[0]:
             row["valid_nll"] = _mean_nll(mechanism, valid, extras.learner, extras, batch_size)
         if callback is not None:

@@ -51,6 +51,7 @@ __all__ = [
     "heldout_nll",
     "histogram_kl",
     "joint_action_histogram",
+    "rescaled_diff_mse",
     "sample_diff_contexts",
     "uniform_nll",
     "zero_baseline_diff_mse",
@@ -77,6 +78,8 @@ METRIC_DESCRIPTIONS: dict[str, str] = {
     "heldout_nll": "negative log-likelihood per agent-round of the held-out traces under the fit (Eq. 5)",
     "truth_heldout_nll": "the same under the true mechanism",
     "uniform_nll": "log A, the NLL of uniformly random play",
+    "rescaled_diff_mse": "diff_mse after the best non-negative rescaling of the fit's payoff differences",
+    "diff_scale": "that rescaling factor (1: the fit has the truth's payoff units)",
 }
 
 
@@ -258,6 +261,34 @@ def diff_mse(truth: Mechanism, estimate: Mechanism, traces: Traces, n_samples: i
     reference = _payoff_differences(truth, contexts)
     fitted = _payoff_differences(estimate, contexts).to(reference.device)
     return _no_grad_float(((reference.double() - fitted.double()) ** 2).mean())
+
+
+def rescaled_diff_mse(
+    truth: Mechanism, estimate: Mechanism, traces: Traces, n_samples: int = 20_000, seed: int = 0
+) -> tuple[float, float]:
+    """The estimate's payoff-difference scale and its :func:`diff_mse` after the best rescaling by it.
+
+    The scale is ``c* = max(0, <d, d̂> / <d̂, d̂>)`` over :func:`diff_mse`'s contexts (``d`` true, ``d̂`` fitted
+    differences), the error ``E[(d - c* d̂)^2]``. A logit learner's inverse temperature ``beta`` and the
+    payoff scale are confounded (Remark 1), so a fit that assumes the wrong ``beta`` (or a learner of
+    another kind) can recover the *shape* of the incentives but not their units: this error measures the
+    shape alone. It is at most both :func:`diff_mse` (``c = 1``) and the zero baseline (``c = 0``).
+
+    Returns:
+        ``(c*, rescaled error)``; ``c* = 0`` when the estimate's differences are all zero.
+    """
+    _check_same_game(truth, estimate)
+    contexts = sample_diff_contexts(traces, truth.n_agents, truth.n_actions, n_samples, seed)
+    reference = _payoff_differences(truth, contexts).double()
+    fitted = _payoff_differences(estimate, contexts).to(reference.device).double()
+    scale = _best_scale(reference, fitted)
+    return scale, _no_grad_float(((reference - scale * fitted) ** 2).mean())
+
+
+def _best_scale(reference: Tensor, fitted: Tensor) -> float:
+    """``max(0, <reference, fitted> / <fitted, fitted>)`` (0 for an all-zero ``fitted``)."""
+    norm = float((fitted * fitted).sum())
+    return max(0.0, float((reference * fitted).sum()) / norm) if norm > 0 else 0.0
 
 
 def zero_baseline_diff_mse(truth: Mechanism, traces: Traces, n_samples: int = 20_000, seed: int = 0) -> float:
@@ -603,13 +634,16 @@ class Evaluator:
 
         Returns:
             ``{"diff_mse", "zero_diff_mse", "cfkl_params", "cfkl_noise_floor", "heldout_nll",
-            "truth_heldout_nll", "uniform_nll"}`` as floats, in that order.
+            "truth_heldout_nll", "uniform_nll", "rescaled_diff_mse", "diff_scale"}`` as floats, in that order.
         """
         _check_same_game(self.truth, estimate)
         fitted = _payoff_differences(estimate, self.contexts).to(self.truth_differences.device).double()
         fit_play = self._simulate(estimate, "cfkl/estimate")
+        scale = _best_scale(self.truth_differences, fitted)
         metrics = {
             "diff_mse": _no_grad_float(((self.truth_differences - fitted) ** 2).mean()),
+            "rescaled_diff_mse": _no_grad_float(((self.truth_differences - scale * fitted) ** 2).mean()),
+            "diff_scale": scale,
             "cfkl_params": empirical_kl(self.truth_play, fit_play, self.truth.n_actions, self.kind),
             "heldout_nll": heldout_nll(estimate, self.test_actions, model_learner or self.learner),
             **self.truth_metrics,

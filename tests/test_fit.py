@@ -264,3 +264,26 @@ def test_agent_minibatches_cover_large_games_in_bounded_memory() -> None:
     assert all(np.isfinite(row["train_nll"]) and np.isfinite(row["valid_nll"]) for row in result.history)
     with pytest.raises(ConfigurationError, match="agent_batch_size"):
         diml_inverse.fit(env_id, traces, epochs=1, agent_batch_size=0, progress=False, device="cpu")
+
+
+@pytest.mark.slow
+def test_compiled_fit_equals_the_eager_fit(e1_traces: TraceDataset) -> None:
+    options = {"epochs": 3, "batch_size": 16, "device": "cpu", "progress": False, "seed": 4}
+    eager = diml_inverse.fit("mechgym/NeuralMechanism-v0", e1_traces, **options)
+    compiled = diml_inverse.fit("mechgym/NeuralMechanism-v0", e1_traces, compile=True, **options)
+    assert compiled.config["compile"] is True
+    for first, second in zip(eager.history, compiled.history, strict=True):
+        assert second["train_nll"] == pytest.approx(first["train_nll"], rel=1e-4)
+        assert second["valid_nll"] == pytest.approx(first["valid_nll"], rel=1e-4)
+
+
+def test_a_failing_compile_is_a_clear_error(e1_traces: TraceDataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> object:
+        def call(*inner: object) -> None:
+            raise RuntimeError("Compiler: cl is not found.\nmore detail")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.raises(ConfigurationError, match=r"torch.compile failed .*cl is not found.*compile=False"):
+        diml_inverse.fit("mechgym/NeuralMechanism-v0", e1_traces, epochs=1, compile=True, progress=False)

@@ -24,12 +24,13 @@ from diml_inverse.metrics import (
     heldout_nll,
     histogram_kl,
     joint_action_histogram,
+    rescaled_diff_mse,
     sample_diff_contexts,
     uniform_nll,
     zero_baseline_diff_mse,
 )
 from mechgym.errors import ConfigurationError, InvalidActionError, TraceDatasetError
-from mechgym.learners import LogitQ
+from mechgym.learners import BanditQ, Hedge, Learner, LogitQ, SmoothFP
 from mechgym.mechanisms import (
     AnonymousCountMechanism,
     CongestionMechanism,
@@ -107,6 +108,31 @@ def test_zero_mechanism_gives_the_zero_baseline(e1: tuple[Mechanism, Tensor]) ->
     baseline = zero_baseline_diff_mse(truth, actions, n_samples=500, seed=4)
     assert baseline > 0
     assert diff_mse(truth, zero, actions, n_samples=500, seed=4) == pytest.approx(baseline, rel=1e-12)
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 2.5])
+def test_rescaled_diff_mse_undoes_a_scale_error(e1: tuple[Mechanism, Tensor], scale: float) -> None:
+    truth, actions = e1
+    fitted_scale, error = rescaled_diff_mse(truth, PlainForward(truth, scale), actions, n_samples=800, seed=2)
+    assert fitted_scale == pytest.approx(1 / scale, rel=1e-5)
+    assert error == pytest.approx(0.0, abs=1e-10)
+    if scale != 1.0:
+        assert diff_mse(truth, PlainForward(truth, scale), actions, n_samples=800, seed=2) > 1e-4
+
+
+def test_rescaled_diff_mse_is_bounded_by_diff_mse_and_the_zero_baseline(e1: tuple[Mechanism, Tensor]) -> None:
+    truth, actions = e1
+    estimate = NeuralJointMechanism(3, 6, seed=5)
+    fitted_scale, error = rescaled_diff_mse(truth, estimate, actions, n_samples=800, seed=2)
+    assert fitted_scale >= 0
+    assert error <= diff_mse(truth, estimate, actions, n_samples=800, seed=2) + 1e-12
+    assert error <= zero_baseline_diff_mse(truth, actions, n_samples=800, seed=2) + 1e-12
+    # an estimate of the opposite sign is worse than zero at any positive scale: the best scale is 0
+    flipped_scale, flipped = rescaled_diff_mse(truth, PlainForward(truth, -1.0), actions, n_samples=800, seed=2)
+    assert flipped_scale == 0.0
+    assert flipped == pytest.approx(zero_baseline_diff_mse(truth, actions, n_samples=800, seed=2))
+    zero_scale, _ = rescaled_diff_mse(truth, TabularMechanism(3, 6, init="zeros"), actions, n_samples=100)
+    assert zero_scale == 0.0
 
 
 def brute_force_diff_mse(truth: Mechanism, estimate: Mechanism, actions: Tensor, n_samples: int, seed: int) -> float:
@@ -287,6 +313,24 @@ def test_cfkl_uses_the_shifted_learner(e1: tuple[Mechanism, Tensor]) -> None:
     assert cfkl_params(truth, estimate, LEARNER, 10, 8, 0, shift=None) != shifted
 
 
+@pytest.mark.parametrize(
+    ("learner", "expected"),
+    [
+        (Hedge(eta=0.2, epsilon=0.1), Hedge(eta=0.2 * 0.6 * 1.4, epsilon=0.15)),
+        (SmoothFP(beta=2.0, epsilon=0.1, prior_weight=3.0), SmoothFP(beta=2.8, epsilon=0.15, prior_weight=5.0)),
+        (BanditQ(alpha=0.5, beta=2.0, epsilon=0.4), BanditQ(alpha=0.3, beta=2.8, epsilon=0.5)),
+    ],
+    ids=["hedge", "smooth-fp", "bandit-q"],
+)
+def test_cfkl_shifts_every_learner(e1: tuple[Mechanism, Tensor], learner: Learner, expected: Learner) -> None:
+    truth, _ = e1
+    shifted = learner.shifted(*DEFAULT_SHIFT)  # type: ignore[attr-defined]
+    assert shifted.params() == pytest.approx(expected.params())
+    estimate = NeuralJointMechanism(3, 6, seed=1)
+    manual = cfkl_params(truth, estimate, shifted, 10, 8, 0, shift=None)
+    assert cfkl_params(truth, estimate, learner, 10, 8, 0) == manual
+
+
 def test_cfkl_rejects_a_learner_without_shift(e1: tuple[Mechanism, Tensor]) -> None:
     class Plain:
         pass
@@ -323,6 +367,8 @@ def test_evaluate_matches_the_individual_metrics(e1: tuple[Mechanism, Tensor]) -
         "heldout_nll": heldout_nll(estimate, actions, wrong),
         "truth_heldout_nll": heldout_nll(truth, actions, LEARNER),
         "uniform_nll": math.log(6),
+        "rescaled_diff_mse": rescaled_diff_mse(truth, estimate, actions, 300, 5)[1],
+        "diff_scale": rescaled_diff_mse(truth, estimate, actions, 300, 5)[0],
     }
 
 

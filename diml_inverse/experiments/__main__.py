@@ -6,17 +6,18 @@ Examples::
     python -m diml_inverse.experiments run e4 --seeds 0 --cf-every 10 --out runs/experiments
     python -m diml_inverse.experiments run all --smoke --out /tmp/smoke
     python -m diml_inverse.experiments report runs/experiments --figures-dir docs/figures
+    python -m diml_inverse.experiments misspec --seeds 0 1 2 --out runs/experiments --figures-dir docs/figures
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mechgym.devices import keep_freed_memory
 from mechgym.errors import MechGymError
 
 EXIT_USAGE = 2
@@ -66,29 +67,23 @@ def _parser() -> argparse.ArgumentParser:
         help="leave glibc's malloc settings alone (by default freed memory is kept for reuse: faster E4)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    misspec = commands.add_parser(
+        "misspec", help="fit logit-Q DIML to traces of other learners (Hedge, bandit Q, smooth FP, PPO, A2C, DQN)"
+    )
+    misspec.add_argument("--out", type=Path, required=True, help="output directory (OUT/misspec/...)")
+    misspec.add_argument("--seeds", type=int, nargs="+", default=[0], help="run seeds (seed s: truth s)")
+    misspec.add_argument("--games", nargs="+", default=None, help="games: e1 e2 e3 (default: all three)")
+    misspec.add_argument("--generators", nargs="+", default=None, help="data generators (default: all)")
+    misspec.add_argument("--epochs", type=int, default=None, help="override the 200 epochs of every fit")
+    misspec.add_argument("--smoke", action="store_true", help="tiny sizes and 3 epochs: proves the pipeline only")
+    misspec.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    misspec.add_argument("--figures-dir", type=Path, default=None, help="also copy the figure here")
+    misspec.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     report = commands.add_parser("report", help="merge the seeds under OUT into tables and figures")
     report.add_argument("out", type=Path, help="the --out directory of earlier runs")
     report.add_argument("experiments", nargs="*", default=None, help="which ones (default: every one found)")
     report.add_argument("--figures-dir", type=Path, default=None, help="also copy each figure here")
     return parser
-
-
-def _keep_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory for reuse instead of returning it to the system (Linux only).
-
-    E4's minibatches allocate activation tensors of 100 MB and more; by default glibc serves each from a
-    fresh ``mmap`` and unmaps it on free, so every minibatch page-faults its memory in again (a third of
-    E4's CPU time was system time). With ``M_MMAP_MAX = 0`` and a high ``M_TRIM_THRESHOLD`` the heap keeps
-    those pages: measured 1.6x faster per E4 epoch (docs/benchmarks.md). Returns whether it was applied.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
-        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
-    except (OSError, AttributeError):  # not glibc
-        return False
 
 
 def _report(out: Path, names: Sequence[str], figures_dir: Path | None) -> None:
@@ -109,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if not args.system_malloc:
-        logging.getLogger(__name__).info("malloc keeps freed memory: %s", _keep_freed_memory())
+        logging.getLogger(__name__).info("malloc keeps freed memory: %s", keep_freed_memory())
     names = list(EXPERIMENT_NAMES) if args.experiment == "all" else [args.experiment]
     if args.scales and names != ["e4"]:
         raise MechGymError("--scales applies to e4 only")
@@ -129,6 +124,23 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _misspec(args: argparse.Namespace) -> int:
+    import torch
+
+    from diml_inverse.experiments.misspec import build_misspec_report, misspec_config, run_misspec
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    config = misspec_config(games=args.games, generators=args.generators, epochs=args.epochs, smoke=args.smoke)
+    walls = run_misspec(config, args.seeds, args.out, progress=not args.quiet)
+    for seed, seconds in walls.items():
+        print(f"misspec seed {seed}: {seconds:.1f} s ({torch.get_num_threads()} torch threads)")
+    paths = build_misspec_report(args.out, figures_dir=args.figures_dir)
+    print(paths["markdown"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -136,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "misspec":
+            return _misspec(args)
         from diml_inverse.experiments.configs import EXPERIMENT_NAMES
 
         names = args.experiments or [n for n in EXPERIMENT_NAMES if (args.out / n).is_dir()]

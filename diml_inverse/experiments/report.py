@@ -58,7 +58,10 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
                 elif key in ("seed", "epoch"):
                     row[key] = int(value)
                 else:
-                    row[key] = float(value)
+                    try:
+                        row[key] = float(value)
+                    except ValueError:  # a text column of another table (e.g. the misspecification study's)
+                        row[key] = value
             rows.append(row)
     return rows
 

@@ -69,3 +69,14 @@ class Hedge(Learner):
 
     def update(self, state: Tensor, counterfactual_payoffs: Tensor, actions: Tensor) -> Tensor:
         return hedge_update(state, counterfactual_payoffs)
+
+    def shifted(self, alpha_factor: float = 0.6, beta_factor: float = 1.4, epsilon_factor: float = 1.5) -> Learner:
+        """The counterfactual-shift learner of the cfkl metric (the paper's factors; epsilon <= 0.5).
+
+        ``eta`` is both Hedge's learning speed and its inverse temperature, so it takes both factors:
+        ``eta * alpha_factor * beta_factor``.
+        """
+        return self.replace(
+            eta=round(self.eta * alpha_factor * beta_factor, 12),
+            epsilon=round(min(0.5, self.epsilon * epsilon_factor), 12),
+        )

@@ -98,3 +98,15 @@ class SmoothFP(Learner):
 
     def update(self, state: Tensor, counterfactual_payoffs: Tensor, actions: Tensor) -> Tensor:
         return smooth_fp_update(state, counterfactual_payoffs)
+
+    def shifted(self, alpha_factor: float = 0.6, beta_factor: float = 1.4, epsilon_factor: float = 1.5) -> Learner:
+        """The counterfactual-shift learner of the cfkl metric (the paper's factors; epsilon <= 0.5).
+
+        The belief's step ``1 / (w0 + t)`` plays logit-Q's ``alpha``: slowing learning by ``alpha_factor``
+        divides it at round 1, i.e. ``prior_weight / alpha_factor``; ``beta`` and ``epsilon`` scale as for logit-Q.
+        """
+        return self.replace(
+            beta=round(self.beta * beta_factor, 12),
+            epsilon=round(min(0.5, self.epsilon * epsilon_factor), 12),
+            prior_weight=round(self.prior_weight / alpha_factor, 12),
+        )
