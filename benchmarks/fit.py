@@ -58,7 +58,9 @@ def run_workload(workload: Workload, patience: int, threads: int) -> dict[str, o
     import diml_inverse
     import mechgym
     from diml_inverse import metrics
+    from mechgym.devices import keep_freed_memory
 
+    keep_freed_memory()  # as the experiments' command line does (docs/benchmarks.md, "malloc")
     torch.set_num_threads(threads)
     env = mechgym.make(workload.env_id, **workload.env_kwargs)
     traces = mechgym.rollout(env, n_episodes=workload.n_episodes, n_rounds=workload.n_rounds, seed=0)
