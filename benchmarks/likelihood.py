@@ -142,32 +142,6 @@ def workloads() -> list[Workload]:
     ]
 
 
-def step_by_step_first_agents(mechanism: Mechanism, actions: Tensor, learner: LogitQ, n_agents: int) -> Tensor:
-    """tests/reference.py's loop for agents ``0 .. n_agents-1`` only: their terms ``[E, T-1, n_agents]``.
-
-    The same statements as :func:`reference.step_by_step_log_likelihood`, with the agent loop cut short (each
-    agent's scores depend on the others only through their observed actions).
-    """
-    n_episodes, n_rounds, _ = actions.shape
-    n_actions = mechanism.n_actions
-    alternatives = torch.arange(n_actions, device=actions.device)
-    alpha, beta, epsilon = learner.alpha, learner.beta, learner.epsilon
-    q0 = torch.as_tensor(learner.q0, dtype=mechanism._dtype(), device=actions.device)
-    q = [q0.expand(n_episodes, n_actions) for _ in range(n_agents)]
-    rounds = []
-    for t in range(n_rounds - 1):
-        terms = []
-        for i in range(n_agents):
-            joint = actions[:, t, None, :].repeat(1, n_actions, 1)  # [E, A, N]
-            joint[:, :, i] = alternatives
-            u = mechanism(joint)[..., i]  # [E, A]
-            q[i] = (1 - alpha) * q[i] + alpha * u
-            pi = (1 - epsilon) * torch.softmax(beta * q[i], dim=-1) + epsilon / n_actions
-            terms.append(torch.log(pi.gather(-1, actions[:, t + 1, i, None]).squeeze(-1)))
-        rounds.append(torch.stack(terms, dim=-1))
-    return torch.stack(rounds, dim=1)
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -260,11 +234,9 @@ def run(workload: Workload, device: torch.device, quick: bool, seed: int) -> Tim
         return log_likelihood(mechanism, actions, learner, validate=False) / n_terms
 
     def loop_terms_of() -> Tensor:
-        if loop_n == n:
-            return step_by_step_log_likelihood(
-                mechanism, loop_actions, learner.alpha, learner.beta, learner.epsilon, learner.q0
-            )
-        return step_by_step_first_agents(mechanism, loop_actions, learner, loop_n)
+        return step_by_step_log_likelihood(
+            mechanism, loop_actions, learner.alpha, learner.beta, learner.epsilon, learner.q0, first_agents=loop_n
+        )
 
     def loop() -> Tensor:
         return loop_terms_of().sum() / loop_terms

@@ -22,6 +22,7 @@ def step_by_step_log_likelihood(
     beta: Tensor | float,
     epsilon: Tensor | float,
     q0: Tensor | float = 0.0,
+    first_agents: int | None = None,
 ) -> Tensor:
     """Eq. (5) term by term: ``[E, T-1, N]`` log-probabilities of ``actions[:, 1:]``.
 
@@ -32,9 +33,12 @@ def step_by_step_log_likelihood(
         beta: Inverse temperature (Eq. 3).
         epsilon: Exploration (Eq. 3).
         q0: Initial scores, broadcastable to ``[E, N, A]``.
+        first_agents: Only agents ``0 .. first_agents-1`` (``None``: all). Exact: an agent's terms depend on
+            the others only through their observed actions (the benchmarks time large games this way).
 
     Returns:
-        ``out[e, t-1, i] = log pi_i(t+1)(a_i(t+1))`` for ``t = 1 .. T-1`` (1-indexed rounds).
+        ``out[e, t-1, i] = log pi_i(t+1)(a_i(t+1))`` for ``t = 1 .. T-1`` (1-indexed rounds), ``i`` over the
+        agents computed.
     """
     n_episodes, n_rounds, n_agents = actions.shape
     n_actions = mechanism.n_actions
@@ -42,6 +46,7 @@ def step_by_step_log_likelihood(
     if not isinstance(q0, Tensor):
         q0 = torch.tensor(q0, dtype=mechanism._dtype(), device=actions.device)
     initial = q0.expand(n_episodes, n_agents, n_actions)
+    n_agents = n_agents if first_agents is None else min(first_agents, n_agents)
     q = [initial[:, i] for i in range(n_agents)]  # Q_i(1), [E, A] each
     rounds = []
     for t in range(n_rounds - 1):

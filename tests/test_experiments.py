@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,17 +31,7 @@ PER_SEED_FILES = ("curves.csv", "final.csv", "timing.csv", "config.json")
 MERGED_FILES = ("curves.csv", "final.csv", "timing.csv", "final.md")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Run this module on one torch thread (restored afterwards).
-
-    The sizes here gain nothing from more threads, and on a shared CPU OpenMP's spinning threads can make
-    a 2-thread run of small operations many times slower.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,19 @@ class TrainingConfig:
     The published code had no validation split and reported the last epoch only; we report both the last
     epoch and the best-held-out-likelihood epoch. Test episodes and the truth are never used to select."""
 
+    def fit_options(self) -> dict[str, Any]:
+        """These settings as keyword arguments of :func:`diml_inverse.fit` (selecting the best valid epoch)."""
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "payoff_l2": self.payoff_l2,
+            "grad_clip": self.grad_clip,
+            "valid_fraction": self.valid_fraction,
+            "select": "best_valid",
+        }
+
 
 @dataclass(frozen=True)
 class EvaluationConfig:
