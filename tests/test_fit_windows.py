@@ -133,3 +133,14 @@ def test_learners_that_never_forget_are_refused(traces: TraceDataset, learner: L
 def test_bad_window_options_are_refused(traces: TraceDataset, options: dict[str, object], match: str) -> None:
     with pytest.raises(ConfigurationError, match=match):
         diml_inverse.fit(None, traces, learner=LEARNER, progress=False, device="cpu", **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_windowed_fit_on_cuda_matches_cpu(traces: TraceDataset) -> None:
+    options = {"agent_batch_size": 2, "learn_alpha": True, "learn_q0": True}
+    cpu = _fit(traces, seed=5, device="cpu", **options)
+    gpu = _fit(traces, seed=5, device="cuda", **options)
+    for row_cpu, row_gpu in zip(cpu.history, gpu.history, strict=True):
+        assert row_gpu["burn_in"] == row_cpu["burn_in"]
+        assert row_gpu["train_nll"] == pytest.approx(row_cpu["train_nll"], abs=1e-4)

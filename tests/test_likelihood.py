@@ -14,7 +14,7 @@ from torch import Tensor
 
 from diml_inverse.likelihood import counterfactual_scores, log_likelihood
 from mechgym.errors import ConfigurationError, InvalidActionError, MechGymError
-from mechgym.learners import Learner, LogitQ, logit_q_update
+from mechgym.learners import Learner, LogitQ, logit_log_policy, logit_q_update
 from mechgym.mechanisms import (
     AnonymousCountMechanism,
     CongestionMechanism,
@@ -79,7 +79,6 @@ def problems(draw: st.DrawFn) -> dict[str, Any]:
         mechanism.max_table_size = 0  # the structured (non-table) counterfactual path
     alpha = draw(st.one_of(st.just(1.0), st.floats(0.05, 1.0)))
     beta = draw(st.floats(0.1, 5.0))
-    # (logit_log_policy's d/d epsilon is wrong below ~1e-300 and NaN at 0: see test_epsilon_gradient_at_zero)
     epsilon = draw(st.one_of(st.just(0.0), st.floats(1e-6, 0.5)))
     q0_kind = draw(st.sampled_from(["learner", "scalar", "action", "agent_action", "episode"]))
     q0_shape = {"scalar": (), "action": (n_actions,), "agent_action": (n_agents, n_actions)}.get(
@@ -114,9 +113,8 @@ def test_parallel_likelihood_and_gradients_equal_step_by_step(problem: dict[str,
     if problem["override"]:  # learn alpha and epsilon: tensors override deliberately different learner fields
         learner = LogitQ(alpha=0.5, beta=beta, epsilon=0.25, q0=learner_q0)
         alpha_t = torch.tensor(alpha, dtype=torch.float64, requires_grad=True)
-        # d/d epsilon at epsilon = 0 is NaN in logit_log_policy (see test_epsilon_gradient_at_zero)
-        epsilon_t = torch.tensor(epsilon, dtype=torch.float64, requires_grad=epsilon > 0)
-        differentiable += [alpha_t] + ([epsilon_t] if epsilon > 0 else [])
+        epsilon_t = torch.tensor(epsilon, dtype=torch.float64, requires_grad=True)  # epsilon = 0 included
+        differentiable += [alpha_t, epsilon_t]
         overrides: dict[str, Any] = {"alpha": alpha_t, "epsilon": epsilon_t}
         alpha, epsilon = alpha_t, epsilon_t
     else:
@@ -243,12 +241,26 @@ def test_very_long_horizon_memory_is_linear() -> None:
     assert alpha.grad is not None and torch.isfinite(alpha.grad)
 
 
-@pytest.mark.xfail(strict=True, reason="logit_log_policy: d/d epsilon at epsilon = 0 is 0 * inf = NaN")
 def test_epsilon_gradient_at_zero() -> None:
     mechanism = NeuralJointMechanism(2, 3, hidden=8, seed=0)
     epsilon = torch.tensor(0.0, requires_grad=True)
     log_likelihood(mechanism, random_actions(1, 5, 2, 3, seed=0), LogitQ(), epsilon=epsilon).backward()
     assert epsilon.grad is not None and torch.isfinite(epsilon.grad)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 1e-6, 0.06, 0.5, 0.999])
+def test_log_policy_value_and_epsilon_gradient(epsilon: float) -> None:
+    """The differentiable path equals the fast path and the closed-form derivative ``(1/A - p) / pi``."""
+    q = torch.tensor([[0.3, -1.2, 2.0, 0.0], [50.0, -50.0, 0.0, 1.0]], dtype=torch.float64)
+    beta = 3.0
+    eps = torch.tensor(epsilon, dtype=torch.float64, requires_grad=True)
+    log_pi = logit_log_policy(q, beta, eps)
+    torch.testing.assert_close(log_pi, logit_log_policy(q, beta, epsilon), rtol=1e-12, atol=1e-12)
+    p = torch.softmax(beta * q, -1)
+    pi = (1 - epsilon) * p + epsilon / 4
+    expected = ((0.25 - p) / pi).sum()
+    (gradient,) = torch.autograd.grad(log_pi.sum(), eps)
+    torch.testing.assert_close(gradient, expected, rtol=1e-9, atol=0.0)
 
 
 class _NotParallel(Learner):

@@ -18,14 +18,29 @@ def logit_q_update(q: Tensor, counterfactual_payoffs: Tensor, alpha: float | Ten
 
 
 def logit_log_policy(q: Tensor, beta: float | Tensor, epsilon: float | Tensor) -> Tensor:
-    """Log of Eq. (3): ``pi = (1 - eps) softmax(beta Q) + eps / A``, computed stably in log space."""
+    """Log of Eq. (3): ``pi = (1 - eps) softmax(beta Q) + eps / A``, computed stably in log space.
+
+    Differentiable in ``epsilon`` on ``[0, 1)``, ``epsilon = 0`` included, where ``d log pi / d eps = (1/A - p) / p``
+    is finite (the plain ``logaddexp`` of ``log(eps / A)`` would give ``0 * inf``). ``fit`` learns ``epsilon``
+    through a sigmoid, which never reaches 1.
+    """
     n_actions = q.shape[-1]
     logits = beta * q
     log_softmax = logits - logits.logsumexp(-1, keepdim=True)  # faster than torch.log_softmax for small A
     epsilon = torch.as_tensor(epsilon, dtype=q.dtype, device=q.device)
     greedy = torch.log1p(-epsilon) + log_softmax
-    explore = torch.log(epsilon / n_actions).expand_as(greedy)
-    return torch.logaddexp(greedy, explore)
+    if not epsilon.requires_grad:  # the fast path: exact values, no gradient in epsilon needed
+        return torch.logaddexp(greedy, torch.log(epsilon / n_actions).expand_as(greedy))
+    # log pi = greedy + log1p(r) with r = (eps / A) / ((1 - eps) p), where r <= 1 (no log of eps); else
+    # log(eps / A) + log1p(1 / r), where eps > 0. The unused branch of each entry gets safe inputs, so that
+    # no 0 * inf reaches the gradient.
+    largest_exponent = math.log(torch.finfo(greedy.dtype).max) - 1.0  # exp() of anything below overflows
+    ratio = (epsilon / n_actions) * torch.exp(-greedy.clamp(min=-largest_exponent))
+    near_greedy = ratio <= 1.0
+    from_greedy = greedy + torch.log1p(torch.where(near_greedy, ratio, 0.0))
+    explore = torch.log(torch.where(near_greedy, 1.0, epsilon) / n_actions)
+    from_explore = explore + torch.log1p(torch.exp(torch.where(near_greedy, -1.0, greedy - explore)))
+    return torch.where(near_greedy, from_greedy, from_explore)
 
 
 def logit_policy(q: Tensor, beta: float | Tensor, epsilon: float | Tensor) -> Tensor:
