@@ -7,6 +7,8 @@
   independent simulations of the truth (the plug-in estimate is dominated by sampling noise).
 * :func:`heldout_nll` — negative log-likelihood per agent-round on held-out traces (Eq. 5), with
   :func:`uniform_nll` = ``log A``.
+* The joint-action histograms and their plug-in KL (:func:`joint_action_histogram`, :func:`empirical_kl`,
+  :func:`histogram_kl`) live in :mod:`diml_inverse.histograms` and are re-exported here.
 * :func:`evaluate` computes all of them (an :class:`Evaluator` reuses the truth's share across fits);
   :func:`format_metrics_table` prints rows of them as Markdown.
 
@@ -22,12 +24,21 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from diml_inverse.histograms import (
+    KL_FLOOR,
+    MAX_JOINT_HISTOGRAM_SIZE,
+    HistogramKind,
+    empirical_kl,
+    histogram_kl,
+    joint_action_histogram,
+    resolve_kind,
+)
 from mechgym.errors import ConfigurationError, InvalidActionError, TraceDatasetError
 from mechgym.learners import Learner
 from mechgym.mechanisms import AnonymousMechanism, Mechanism, action_counts, validate_joint_actions
@@ -57,15 +68,10 @@ __all__ = [
     "zero_baseline_diff_mse",
 ]
 
-HistogramKind = Literal["auto", "joint", "counts", "actions", "index_sum"]
 Traces = TraceDataset | Tensor
 
-#: ``kind="auto"`` bins by exact joint action when ``A**N`` is at most this, else by action-count vector.
-MAX_JOINT_HISTOGRAM_SIZE = 1 << 20
 #: The learner shift of cfkl_params: ``alpha x 0.6, beta x 1.4, epsilon x 1.5`` (epsilon capped at 0.5).
 DEFAULT_SHIFT: tuple[float, float, float] = (0.6, 1.4, 1.5)
-#: Floor on the fitted histogram's probabilities inside the KL's logarithm (as in the reference).
-KL_FLOOR = 1e-12
 #: Generic forward passes of diff_mse handle at most about this many joint-action entries at once.
 _FORWARD_CHUNK_ELEMENTS = 1 << 22
 
@@ -301,155 +307,6 @@ def zero_baseline_diff_mse(truth: Mechanism, traces: Traces, n_samples: int = 20
     return _no_grad_float((_payoff_differences(truth, contexts).double() ** 2).mean())
 
 
-# -- joint-action histograms and their KL --------------------------------------------------------
-def _resolve_kind(kind: str, n_agents: int, n_actions: int) -> str:
-    if kind not in ("auto", "joint", "counts", "actions", "index_sum"):
-        raise ConfigurationError(f"kind must be 'auto', 'joint', 'counts', 'actions' or 'index_sum'; got {kind!r}")
-    if kind == "auto":
-        return "joint" if n_actions**n_agents <= MAX_JOINT_HISTOGRAM_SIZE else "counts"
-    if kind == "joint" and n_actions**n_agents >= 1 << 63:
-        raise ConfigurationError(
-            f"kind='joint' needs A**N < 2**63 to index joint actions; got {n_actions}**{n_agents}. Use kind='counts'"
-        )
-    return kind
-
-
-def _histogram_keys(actions: Tensor, n_actions: int, kind: str) -> Tensor:
-    """The bin of every pooled joint action ``[M, N]``: ``[M, 1]`` (joint index, index sum) or ``[M, A]``."""
-    n_agents = actions.shape[-1]
-    if kind == "joint":
-        strides = n_actions ** torch.arange(n_agents - 1, -1, -1, device=actions.device)
-        return (actions * strides).sum(-1, keepdim=True)
-    if kind == "counts":
-        return action_counts(actions, n_actions, torch.long)
-    if kind == "actions":
-        return actions.reshape(-1, 1)
-    return actions.sum(-1, keepdim=True)  # "index_sum": the reference script's flawed hash
-
-
-def _pooled(actions: Tensor, n_actions: int, name: str) -> Tensor:
-    if not isinstance(actions, Tensor) or actions.dim() < 2:
-        shape = tuple(actions.shape) if isinstance(actions, Tensor) else type(actions).__name__
-        raise InvalidActionError(
-            f"{name} must be an integer tensor [..., N] of joint actions (e.g. [E, T, N]); got {shape}"
-        )
-    validate_joint_actions(actions, actions.shape[-1], n_actions, where=name)
-    return actions.reshape(-1, actions.shape[-1]).long()
-
-
-def joint_action_histogram(actions: Tensor, n_actions: int, kind: HistogramKind = "auto") -> tuple[Tensor, Tensor]:
-    """Histogram of every joint action pooled over episodes and time.
-
-    Kinds:
-        ``"joint"``: exact joint actions (a ``bincount`` of the joint-action index when ``A**N`` is at most
-        :data:`MAX_JOINT_HISTOGRAM_SIZE`). ``"counts"``: the action-count vector ``[A]`` of each joint action
-        (the bins of an anonymous game). ``"actions"``: every agent's action pooled, i.e. the population's
-        action shares (``[A]`` bins; a low-dimensional summary for games so large that almost every count
-        vector is seen once, where the ``"counts"`` KL saturates at ``log(1 / floor) - log(samples)``).
-        ``"index_sum"``: the sum of the action indices, the reference script's large-game hash, which merges
-        different count vectors (paper-compatible, not a histogram of profiles; use only to compare with its
-        figures). ``"auto"``: ``"joint"`` when ``A**N`` is at
-        most :data:`MAX_JOINT_HISTOGRAM_SIZE`, else ``"counts"``.
-
-    Args:
-        actions: Joint actions LongTensor ``[..., N]`` (e.g. ``[E, T, N]``).
-        n_actions: ``A``.
-        kind: The binning.
-
-    Returns:
-        ``(support, counts)``: the non-empty bins in ascending order, labelled by a LongTensor ``[K, D]``
-        (``D = N``: the joint actions for ``"joint"``; ``D = A``: count vectors; ``D = 1``: actions or index
-        sums), and their counts ``[K]`` (summing to the number of pooled joint actions, times ``N`` for
-        ``"actions"``).
-
-    Raises:
-        InvalidActionError: actions of the wrong shape, dtype or range.
-        ConfigurationError: an unknown ``kind``.
-    """
-    pooled = _pooled(actions, n_actions, "actions")
-    n_agents = pooled.shape[-1]
-    binning = _resolve_kind(kind, n_agents, n_actions)
-    keys = _histogram_keys(pooled, n_actions, binning)
-    if binning == "joint" and n_actions**n_agents <= MAX_JOINT_HISTOGRAM_SIZE:
-        dense = torch.bincount(keys[:, 0], minlength=n_actions**n_agents)
-        index = dense.nonzero()[:, 0]
-        counts = dense[index]
-    else:
-        support, counts = torch.unique(keys, dim=0, return_counts=True)
-        if binning != "joint":
-            return support, counts
-        index = support[:, 0]
-    strides = n_actions ** torch.arange(n_agents - 1, -1, -1, device=index.device)
-    return (index[:, None] // strides) % n_actions, counts
-
-
-def histogram_kl(p_counts: Tensor, q_counts: Tensor, floor: float = KL_FLOOR) -> float:
-    """``KL(p || q) = sum_{p > 0} p log(p / max(q, floor))`` of two histograms on a common support.
-
-    Args:
-        p_counts: Counts (or unnormalised weights) ``[K]`` of the reference distribution (the truth).
-        q_counts: Counts ``[K]`` on the same bins (the fit); normalised separately.
-        floor: Lower bound on ``q`` inside the logarithm, so bins the fit never visits cost
-            ``p log(p / floor)`` instead of infinity (the reference's 1e-12).
-
-    Raises:
-        ConfigurationError: shapes differ, a histogram is empty or negative, or ``floor <= 0``.
-    """
-    if p_counts.shape != q_counts.shape or p_counts.dim() != 1:
-        raise ConfigurationError(
-            f"histograms must be 1-D on the same bins; got shapes {tuple(p_counts.shape)} and {tuple(q_counts.shape)}"
-        )
-    if not floor > 0:
-        raise ConfigurationError(f"floor must be > 0; got {floor}")
-    p, q = p_counts.double(), q_counts.to(p_counts.device).double()
-    if bool((p < 0).any() | (q < 0).any()) or not (p.sum() > 0 and q.sum() > 0):
-        raise ConfigurationError("histograms must be non-negative with a positive total")
-    p, q = p / p.sum(), q / q.sum()
-    visited = p > 0
-    terms = p * (torch.log(torch.where(visited, p, 1.0)) - torch.log(q.clamp(min=floor)))
-    return _no_grad_float(torch.where(visited, terms, 0.0).sum())
-
-
-def empirical_kl(
-    p_actions: Tensor, q_actions: Tensor, n_actions: int, kind: HistogramKind = "auto", floor: float = KL_FLOOR
-) -> float:
-    """Plug-in ``KL(p || q)`` of the pooled joint-action histograms of two datasets (see :func:`histogram_kl`).
-
-    Both histograms are built on the union of their supports (a ``bincount`` over joint-action indices for
-    small games, ``torch.unique`` over the concatenated bin labels otherwise), with the binning of
-    :func:`joint_action_histogram`.
-
-    Args:
-        p_actions: Reference joint actions ``[..., N]`` (the truth's simulation).
-        q_actions: Joint actions ``[..., N]`` of the other dataset (moved to ``p_actions``' device).
-        n_actions: ``A``.
-        kind: The binning (``"auto"``, ``"joint"``, ``"counts"``, ``"actions"`` or the flawed
-            ``"index_sum"``).
-        floor: Lower bound on ``q`` inside the logarithm.
-
-    Raises:
-        InvalidActionError: malformed actions or different numbers of agents.
-        ConfigurationError: an unknown ``kind`` or a bad ``floor``.
-    """
-    p_pooled = _pooled(p_actions, n_actions, "p_actions")
-    q_pooled = _pooled(q_actions, n_actions, "q_actions").to(p_pooled.device)
-    n_agents = p_pooled.shape[-1]
-    if q_pooled.shape[-1] != n_agents:
-        raise InvalidActionError(
-            f"both datasets must have the same number of agents; got {n_agents} and {q_pooled.shape[-1]}"
-        )
-    binning = _resolve_kind(kind, n_agents, n_actions)
-    p_keys, q_keys = _histogram_keys(p_pooled, n_actions, binning), _histogram_keys(q_pooled, n_actions, binning)
-    if binning == "joint" and n_actions**n_agents <= MAX_JOINT_HISTOGRAM_SIZE:
-        size = n_actions**n_agents
-        p_bins, q_bins, n_bins = p_keys[:, 0], q_keys[:, 0], size
-    else:
-        _, inverse = torch.unique(torch.cat([p_keys, q_keys]), dim=0, return_inverse=True)
-        p_bins, q_bins = inverse[: p_keys.shape[0]], inverse[p_keys.shape[0] :]
-        n_bins = int(inverse.max()) + 1
-    return histogram_kl(torch.bincount(p_bins, minlength=n_bins), torch.bincount(q_bins, minlength=n_bins), floor=floor)
-
-
 # -- counterfactual KL under a learner shift -----------------------------------------------------
 def _shifted_learner(learner: Learner, shift: tuple[float, float, float] | None) -> Learner:
     if shift is None:
@@ -613,7 +470,7 @@ class Evaluator:
         self.test_actions = _trace_actions(test_traces, truth.n_agents, truth.n_actions)
         self.cf_episodes, self.cf_rounds, self.seed = cf_episodes, cf_rounds, seed
         self.shifted_learner = _shifted_learner(learner, shift)
-        _resolve_kind(kind, truth.n_agents, truth.n_actions)
+        resolve_kind(kind, truth.n_agents, truth.n_actions)
         self.contexts = sample_diff_contexts(self.test_actions, truth.n_agents, truth.n_actions, diff_samples, seed)
         self.truth_differences = _payoff_differences(truth, self.contexts).double()
         self.truth_play = self._simulate(truth, "cfkl/truth")
