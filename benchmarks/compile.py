@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -31,9 +30,9 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
+from _machine import describe_machine, load_average
 from torch import Tensor
 
 from diml_inverse.likelihood import trace_terms
@@ -243,27 +242,6 @@ def run(workload: Workload, device: torch.device, modes: list[str], quick: bool,
     return Result(eager=eager, breaks=breaks, variants=variants)
 
 
-def describe_machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, torch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
-def load() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="E1 only, fewer repeats")
@@ -286,7 +264,7 @@ def main() -> None:
         pass
     modes = ["default", *(["max-autotune-no-cudagraphs"] if args.max_autotune else [])]
 
-    print(f"machine: {describe_machine(device)}; load average at start: {load()}")
+    print(f"machine: {describe_machine(device)}; load average at start: {load_average()}")
     print()
     print(
         "| workload | E x T | graphs / breaks | mode | compile, first call (s) | recompile, E/2 (s) | eager (ms) "
@@ -330,7 +308,7 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print()
-    print(f"load average at end: {load()}")
+    print(f"load average at end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import importlib
-import platform
 import statistics
 import sys
 import time
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from _machine import describe_machine
 from torch import Tensor
 
 from diml_inverse.likelihood import log_likelihood
@@ -271,20 +271,6 @@ def run(workload: Workload, device: torch.device, quick: bool, seed: int) -> Tim
 def rate(x: float) -> str:
     """Agent-rounds per second, to about three significant digits."""
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
-
-
-def describe_machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def main() -> None:
