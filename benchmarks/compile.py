@@ -93,6 +93,14 @@ def workloads() -> list[Workload]:
             8,
             30,
         ),
+        Workload(  # one round window of the 1,000-agent benchmark: 73 burn-in + 100 scored rounds + 1
+            "anonymous 1000x100, hidden 64 (one round window)",
+            lambda: AnonymousCountMechanism(1000, 100, seed=0),
+            lambda: AnonymousCountMechanism(1000, 100, hidden=64, seed=1),
+            E4_LEARNER,
+            1,
+            174,
+        ),
     ]
 
 
@@ -248,6 +256,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads and compile workers")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated traces")
+    parser.add_argument("--only", nargs="*", default=None, help="workloads whose names start with these")
     parser.add_argument(
         "--max-autotune", action="store_true", help='also time mode="max-autotune-no-cudagraphs" (slow to compile)'
     )
@@ -275,6 +284,8 @@ def main() -> None:
     try:
         for workload in workloads():
             if args.quick and not workload.quick:
+                continue
+            if args.only is not None and not any(workload.name.startswith(prefix) for prefix in args.only):
                 continue
             sizes = f"{workload.n_episodes} x {workload.n_rounds}"
             try:

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--system-malloc", action="store_true", help="leave glibc's malloc settings alone")
+    parser.add_argument("--compile", action="store_true", help="fit(compile=True): torch.compile each step")
     args = parser.parse_args(argv)
     if not args.system_malloc:
         keep_freed_memory()
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.batch_size,
         agent_batch_size=args.agent_batch_size,
         round_window=args.round_window,
+        compile=args.compile,
         lr=args.lr,
         valid_fraction=0.0,
         device=args.device,
@@ -131,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| record (rollout) | {record_seconds:.0f} s |")
     print(
         f"| fit: {args.epochs} epochs, model hidden {args.hidden}, windows of {args.round_window} terms, "
-        f"{args.batch_size} per batch, {args.agent_batch_size} agents per batch | "
+        f"{args.batch_size} per batch, {args.agent_batch_size} agents per batch"
+        f"{', compiled' if args.compile else ''} | "
         f"{fit_seconds:.0f} s ({fit_seconds / args.epochs:.0f} s per epoch) |"
     )
     print(f"| peak resident memory | {peak_rss_gb():.1f} GiB |")

@@ -497,10 +497,11 @@ def fit(
             epoch when ``learn_alpha``; recorded in the history as ``burn_in``), which makes the windowed
             likelihood equal to the whole-episode one to float32 precision. A smaller burn-in is cheaper but
             approximate.
-        compile: Run each minibatch's likelihood through ``torch.compile`` (``dynamic=False``). Measured on
-            one CPU thread (docs/benchmarks.md): 1.5-2x faster per step after a first-call compile of 7-23 s
-            and 6-12 s more per new minibatch shape, so it pays only for long fits (thousands of steps, or
-            E4-scale steps); off by default. Needs a working C++ compiler on the CPU.
+        compile: Run each minibatch's likelihood through ``torch.compile`` (``dynamic=False``). Measured on the
+            CPU (docs/benchmarks.md): a compiled step is 1.5-2.6x faster, but compiling costs 7-36 s, plus
+            more for each new minibatch shape. The published fits and a 1,000-agent fit with 100-agent
+            minibatches came out slower overall, so it is off by default. Needs a working C++ compiler on
+            the CPU.
 
     Returns:
         A :class:`FitResult`.
