@@ -43,6 +43,10 @@ def _fit(args: argparse.Namespace) -> int:
         learn_alpha=args.learn_alpha,
         learn_epsilon=args.learn_epsilon,
         learn_q0=args.learn_q0,
+        agent_batch_size=args.agent_batch_size,
+        round_window=args.round_window,
+        burn_in=args.burn_in,
+        compile=args.compile,
         progress=not args.quiet,
     )
     path = result.save(args.output)
@@ -119,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--learn-alpha", action="store_true")
     fit.add_argument("--learn-epsilon", action="store_true")
     fit.add_argument("--learn-q0", action="store_true")
+    fit.add_argument("--agent-batch-size", type=int, default=None, help="agents per minibatch (large games)")
+    fit.add_argument("--round-window", type=int, default=None, help="score windows of this many rounds (long episodes)")
+    fit.add_argument("--burn-in", type=int, default=None, help="rounds before each window (default: exact)")
+    fit.add_argument("--compile", action="store_true", help="torch.compile each step (see docs/benchmarks.md)")
     fit.add_argument("--device", default="auto")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import mechgym
+from diml_inverse import load
 from diml_inverse.cli import main
 
 
@@ -91,3 +92,11 @@ def test_errors_exit_2_without_traceback(trace_file: Path, tmp_path: Path, capsy
     assert "PublicGoods" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nofit.pt"), "--traces", str(trace_file)]) == 2
     assert main(["fit", str(trace_file), "--model", "bogus"]) == 2
+
+
+def test_fit_with_round_windows_and_agent_batches(trace_file: Path, tmp_path: Path) -> None:
+    fit_path = tmp_path / "windowed.pt"
+    options = ["--round-window", "5", "--burn-in", "8", "--agent-batch-size", "2", "--batch-size", "4"]
+    assert main(["fit", str(trace_file), "--epochs", "1", "-q", "--device", "cpu", "-o", str(fit_path), *options]) == 0
+    config = load(fit_path).config
+    assert (config["round_window"], config["burn_in"], config["agent_batch_size"]) == (5, 8, 2)
