@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from _machine import describe_machine, load_average
+from _common import describe_machine, load_average, seconds, synchronize
 from torch import Tensor
 
 from diml_inverse.likelihood import trace_terms
@@ -102,19 +102,6 @@ def workloads() -> list[Workload]:
             174,
         ),
     ]
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def seconds(step: Callable[[], None], device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    step()
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 def make_loss(mechanism: Mechanism, learner: LogitQ) -> Callable[[Tensor], Tensor]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from _common import describe_machine
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_workload(workload, args.patience, args.threads)))
         return
     selected = [w for w in workloads if args.only is None or w.name in args.only]
-    print(
-        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
-        f"patience {args.patience}\n"
-    )
+    torch.set_num_threads(args.threads)  # as in each worker, so that the machine line names their threads
+    print(f"machine: {describe_machine(torch.device('cpu'))}, patience {args.patience}\n")
     print("| workload | episodes x rounds | fit time (s) | epochs run (best) | peak RSS (MB) | diff_mse | zero |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for workload in selected:

@@ -20,12 +20,12 @@ held-out episodes (``diff_mse``) against the zero mechanism after every epoch.
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import time
 from pathlib import Path
 
 import torch
+from _common import describe_machine
 
 import diml_inverse
 import mechgym
@@ -64,10 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         args.agents, args.actions, args.rounds, args.episodes, args.test_episodes = 200, 20, 100, 4, 1
         args.epochs, args.agent_batch_size, args.round_window = 2, 50, 25
     torch.set_num_threads(args.threads)
-    print(
-        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, device {args.device}"
-    )
+    print(f"machine: {describe_machine(torch.device(args.device))}, device {args.device}")
     env_id = "mechgym/AnonymousGame-v0"
     env = mechgym.make(env_id, n_agents=args.agents, n_actions=args.actions, n_rounds=args.rounds)
 

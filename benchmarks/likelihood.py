@@ -31,13 +31,12 @@ import ctypes
 import importlib
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from _machine import describe_machine
+from _common import describe_machine, seconds
 from torch import Tensor
 
 from diml_inverse.likelihood import log_likelihood
@@ -140,19 +139,6 @@ def workloads() -> list[Workload]:
             loop_agents=10,
         ),
     ]
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def seconds(step: Callable[[], None], device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    step()
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 def training_step(mechanism: Mechanism, objective: Callable[[], Tensor]) -> Callable[[], None]:

@@ -13,13 +13,10 @@ measured in the same process.
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from _common import describe_machine, median_seconds
 
 import mechgym
 
@@ -42,15 +39,6 @@ GAMES = [
 ]
 
 
-def median_seconds(run: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rounds and repeats")
@@ -61,10 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rounds, repeats = (5, 1) if args.quick else (args.rounds, args.repeats)
-    print(
-        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, rollout on {args.device}, {rounds} rounds per episode\n"
-    )
+    print(f"machine: {describe_machine(torch.device('cpu'))}, rollout on {args.device}, {rounds} rounds per episode\n")
     print("| game | PettingZoo loop (agent-steps/s) | rollout (agent-steps/s) | speed-up |")
     print("|---|---:|---:|---:|")
     for game in GAMES:

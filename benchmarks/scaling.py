@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
+from _common import describe_machine, median_seconds
 
 from diml_inverse.likelihood import log_likelihood
 from mechgym.learners import LogitQ
@@ -56,12 +55,7 @@ def step_seconds(family: str, size: dict[str, int], repeats: int) -> float:
         (-log_likelihood(mechanism, actions, LEARNER, reduction="mean", validate=False)).backward()
 
     run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return median_seconds(run, repeats)
 
 
 def slope(sizes: list[int], seconds: list[float]) -> float:
@@ -112,10 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     base, sweeps = (QUICK_BASE, QUICK_SWEEPS) if args.quick else (BASE, SWEEPS)
     repeats = 1 if args.quick else args.repeats
-    print(
-        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; base size {base}\n"
-    )
+    print(f"machine: {describe_machine(torch.device('cpu'))}; base size {base}\n")
     results = {family: sweep(family, base, sweeps, repeats) for family in ("anonymous", "neural")}
     print("| model | factor | sizes | seconds | exponent k |")
     print("|---|---|---|---|---:|")
