@@ -6,7 +6,7 @@
 >>> result.payoff_differences(traces.actions_tensor()[0, :5])
 """
 
-from diml_inverse.fit import FitConfig, FitDivergedError, fit
+from diml_inverse.fit import FitConfig, FitDivergedError, FitInterrupted, estimate_fit_memory, fit
 from diml_inverse.likelihood import log_likelihood
 from diml_inverse.models import build_model
 from diml_inverse.result import FitFileError, FitResult, load
@@ -15,8 +15,10 @@ __all__ = [
     "FitConfig",
     "FitDivergedError",
     "FitFileError",
+    "FitInterrupted",
     "FitResult",
     "build_model",
+    "estimate_fit_memory",
     "fit",
     "load",
     "log_likelihood",

@@ -5,89 +5,153 @@ Examples::
     mechgym record mechgym/NeuralMechanism-v0 --episodes 60 --rounds 60 --seed 0 -o traces.parquet
     diml fit traces.parquet --epochs 60 -o fit.pt
     diml evaluate fit.pt --traces test.parquet
+    mechgym record mechgym/Congestion-v0 --learner ppo -o ppo.parquet
+    diml fit ppo.parquet --learner hedge --eta 0.05 -o ppo-fit.pt   # SB3 traces record no learning model
+
+``diml fit`` never writes over its input and replaces an existing output only with ``--overwrite``; Ctrl-C
+saves the best epoch so far. Every option's default is in ``diml COMMAND --help``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from diml_inverse.fit import FitDivergedError, FitInterrupted
+from diml_inverse.fit_options import unrecorded_learner_note
 from diml_inverse.models import MODEL_NAMES
-from mechgym.errors import MechGymError
+from mechgym.cli_support import (
+    EXIT_INTERRUPTED,
+    HelpFormatter,
+    add_command,
+    add_learner_arguments,
+    add_version_and_verbose,
+    check_output_path,
+    learner_from_args,
+    parse_args,
+    run_command,
+)
+from mechgym.errors import ConfigurationError, MechGymError
 
-EXIT_USAGE = 2
+if TYPE_CHECKING:
+    from mechgym.traces import TraceDataset
+
+
+def _no_learner(path: Path, traces: TraceDataset) -> ConfigurationError:
+    """The error for traces that record no learner (Stable-Baselines3 agents) and no ``--learner``."""
+    played_by = unrecorded_learner_note(traces)
+    return ConfigurationError(
+        f"{path} records no learner{played_by}; name the learning model to assume with --learner and its "
+        "parameters, e.g. --learner logit-q --alpha 0.25 --beta 3 --epsilon 0.06, or --learner hedge --eta 0.1"
+    )
+
+
+def _save_interrupted(output: Path, interrupted: FitInterrupted) -> int:
+    """Save the best epoch of an interrupted fit (if one finished) and say so in one line on stderr."""
+    result = interrupted.result
+    if result is None:
+        print(
+            f"diml fit: interrupted before any of the {interrupted.epochs} epochs was done; nothing saved "
+            f"({output} not written)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    path = result.save(output)
+    print(
+        f"diml fit: interrupted after {interrupted.epochs_done} of {interrupted.epochs} epochs; saved the best "
+        f"epoch so far (epoch {result.selected_epoch}) to {path}",
+        file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from diml_inverse.fit import fit
+    from diml_inverse.fit import fit  # looked up at each call (tests replace it)
     from mechgym.traces import load_traces
 
+    output = check_output_path(args.output, inputs=[args.traces], overwrite=args.overwrite)  # before the work
     traces = load_traces(args.traces, env_id=args.env)
+    learner = learner_from_args(args, traces.learner(), f"the learner recorded in {args.traces}")
+    if learner is None:
+        raise _no_learner(args.traces, traces)
     if args.test_fraction:
         traces, _ = traces.split(1.0 - args.test_fraction)
-    result = fit(
-        args.env,
-        traces,
-        model=args.model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        valid_fraction=args.valid_fraction,
-        patience=args.patience,
-        device=args.device,
-        seed=args.seed,
-        learn_alpha=args.learn_alpha,
-        learn_epsilon=args.learn_epsilon,
-        learn_q0=args.learn_q0,
-        agent_batch_size=args.agent_batch_size,
-        round_window=args.round_window,
-        burn_in=args.burn_in,
-        compile=args.compile,
-        progress=not args.quiet,
-    )
-    path = result.save(args.output)
+    try:
+        result = fit(
+            args.env,
+            traces,
+            model=args.model,
+            learner=learner,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            valid_fraction=args.valid_fraction,
+            patience=args.patience,
+            device=args.device,
+            seed=args.seed,
+            learn_alpha=args.learn_alpha,
+            learn_epsilon=args.learn_epsilon,
+            learn_q0=args.learn_q0,
+            agent_batch_size=args.agent_batch_size,
+            round_window=args.round_window,
+            burn_in=args.burn_in,
+            compile=args.compile,
+            progress=not args.quiet,
+        )
+    except FitInterrupted as interrupted:
+        return _save_interrupted(output, interrupted)
+    path = result.save(output)
     last = result.history[result.selected_epoch - 1]
     nll = ", ".join(f"{key} {last[key]:.4f}" for key in ("train_nll", "valid_nll") if key in last)
     print(
-        f"fitted {result.config['model']} on {result.env_id} ({traces.n_episodes} episodes); "
-        f"epoch {result.selected_epoch} of {len(result.history)}: {nll}; wrote {path}"
+        f"fitted {result.config['model']} on {result.env_id} ({traces.n_episodes} episodes) assuming "
+        f"{result.learner.name}; epoch {result.selected_epoch} of {len(result.history)}: {nll}; wrote {path}"
     )
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     from diml_inverse import metrics
     from diml_inverse.result import load
     from mechgym.registration import make
     from mechgym.traces import load_traces
 
-    result = load(args.fit, device=args.device)
-    env_id = result.env_id
-    if env_id is None:
-        raise MechGymError(f"{args.fit} names no environment: the truth cannot be rebuilt")
-    test = load_traces(args.traces, env_id=env_id)
-    if args.test_fraction:
-        _, test = test.split(1.0 - args.test_fraction)
-    env_kwargs = dict(result.config.get("env_kwargs", {}))
-    if args.truth_seed is not None:
-        env_kwargs["mechanism_seed"] = args.truth_seed
-    truth = make(env_id, **env_kwargs).mechanism.to(result.mechanism._device())
-    generating = test.learner() or result.learner
-    values = metrics.evaluate(
-        truth,
-        result.mechanism,
-        test,
-        generating,
-        model_learner=result.learner,
-        diff_samples=args.diff_samples,
-        cf_episodes=args.cf_episodes,
-        cf_rounds=args.cf_rounds,
-        seed=args.seed,
-    )
+    # three steps: every one is drawn (mininterval=0), each names the work under way
+    with tqdm(total=3, desc="evaluate", unit="step", disable=args.quiet, leave=False, mininterval=0) as bar:
+        bar.set_postfix_str("loading the fit and the traces")
+        result = load(args.fit, device=args.device)
+        env_id = result.env_id
+        if env_id is None:
+            raise MechGymError(f"{args.fit} names no environment: the truth cannot be rebuilt")
+        test = load_traces(args.traces, env_id=env_id)
+        if args.test_fraction:
+            _, test = test.split(1.0 - args.test_fraction)
+        env_kwargs = dict(result.config.get("env_kwargs", {}))
+        if args.truth_seed is not None:
+            env_kwargs["mechanism_seed"] = args.truth_seed
+        truth = make(env_id, **env_kwargs).mechanism.to(result.mechanism._device())
+        generating = test.learner() or result.learner
+        bar.update()
+        bar.set_postfix_str("the truth's counterfactual play")
+        evaluator = metrics.Evaluator(  # metrics.evaluate, in two steps for the progress bar
+            truth,
+            test,
+            generating,
+            diff_samples=args.diff_samples,
+            cf_episodes=args.cf_episodes,
+            cf_rounds=args.cf_rounds,
+            seed=args.seed,
+        )
+        bar.update()
+        bar.set_postfix_str("the fit's payoff differences and counterfactual play")
+        values = evaluator(result.mechanism, result.learner)
+        bar.update()
     if args.json:
         print(json.dumps(values, indent=2))
     else:
@@ -101,41 +165,90 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``diml``."""
-    parser = argparse.ArgumentParser(prog="diml", description="Differentiable inverse mechanism learning.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="diml", description="Differentiable inverse mechanism learning.", formatter_class=HelpFormatter
+    )
+    add_version_and_verbose(parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
 
-    fit = commands.add_parser("fit", help="fit a mechanism to a trace file")
+    fit = add_command(
+        commands,
+        "fit",
+        help="fit a mechanism to a trace file",
+        description="Fit a mechanism to the actions of learning agents by maximum likelihood through their "
+        "learning rule (DIML) and save it (the best held-out epoch) to a fit file for `diml evaluate`.",
+    )
     fit.add_argument("traces", type=Path, help="a .parquet or .npz file from `mechgym record`")
     fit.add_argument("--env", default=None, help="environment id (default: the one recorded in the traces)")
-    fit.add_argument("--model", default="auto", choices=[m for m in MODEL_NAMES], help="model family")
-    fit.add_argument("--epochs", type=int, default=100)
-    fit.add_argument("--batch-size", type=int, default=32)
-    fit.add_argument("--lr", type=float, default=1e-3)
-    fit.add_argument("--valid-fraction", type=float, default=0.2, help="held-out share for epoch selection")
+    fit.add_argument(
+        "--model",
+        default="auto",
+        choices=list(MODEL_NAMES),
+        help="model family: auto picks neural, or anonymous for large anonymous games; tabular is Tabular MLE, "
+        "structured the game's own family from a random start (StructMLE)",
+    )
+    add_learner_arguments(
+        fit,
+        learner_help="the learning model to assume: needed for traces that record none (Stable-Baselines3 "
+        "agents); a rule other than the recorded one makes a misspecified fit (DIML-Wrong)",
+        default_learner="the learner recorded in the traces",
+    )
+    fit.add_argument("--epochs", type=int, default=100, help="passes over the training episodes")
+    fit.add_argument("--batch-size", type=int, default=32, help="episodes (or round windows) per minibatch")
+    fit.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    fit.add_argument("--valid-fraction", type=float, default=0.2, help="share of episodes held out to select the epoch")
     fit.add_argument(
         "--test-fraction",
         type=float,
         default=0.0,
         help="leave the last share of episodes out entirely (for `diml evaluate --test-fraction`)",
     )
-    fit.add_argument("--patience", type=int, default=None)
-    fit.add_argument("--learn-alpha", action="store_true")
-    fit.add_argument("--learn-epsilon", action="store_true")
-    fit.add_argument("--learn-q0", action="store_true")
-    fit.add_argument("--agent-batch-size", type=int, default=None, help="agents per minibatch (large games)")
-    fit.add_argument("--round-window", type=int, default=None, help="score windows of this many rounds (long episodes)")
-    fit.add_argument("--burn-in", type=int, default=None, help="rounds before each window (default: exact)")
+    fit.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="stop after this many epochs without a better held-out likelihood (default: run every epoch)",
+    )
+    fit.add_argument("--learn-alpha", action="store_true", help="learn the learning rate alpha jointly (logit-q)")
+    fit.add_argument(
+        "--learn-epsilon", action="store_true", help="learn the exploration rate epsilon jointly (logit-q)"
+    )
+    fit.add_argument("--learn-q0", action="store_true", help="learn the initial scores Q(1) per agent and action")
+    fit.add_argument(
+        "--agent-batch-size",
+        type=int,
+        default=None,
+        help="agents per minibatch, for large games (default: all agents)",
+    )
+    fit.add_argument(
+        "--round-window",
+        type=int,
+        default=None,
+        help="score windows of this many rounds, for long episodes (default: whole episodes)",
+    )
+    fit.add_argument(
+        "--burn-in",
+        type=int,
+        default=None,
+        help="rounds before each round window (default: enough for float32-exact windows)",
+    )
     fit.add_argument("--compile", action="store_true", help="torch.compile each step (see docs/benchmarks.md)")
-    fit.add_argument("--device", default="auto")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the model initialisation and minibatch order")
     fit.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    fit.add_argument("-o", "--output", type=Path, default=Path("fit.pt"))
+    fit.add_argument("-o", "--output", type=Path, default=Path("fit.pt"), help="the fit file to write")
+    fit.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     fit.set_defaults(run=_fit)
 
-    evaluate = commands.add_parser("evaluate", help="compare a fit with the environment's true mechanism")
+    evaluate = add_command(
+        commands,
+        "evaluate",
+        help="compare a fit with the environment's true mechanism",
+        description="Rebuild the true mechanism from the fit's environment and compare the fit with it on "
+        "held-out traces; print the metrics table (docs/inverse.md explains every metric).",
+    )
     evaluate.add_argument("fit", type=Path, help="a file from `diml fit`")
-    evaluate.add_argument("--traces", type=Path, required=True, help="held-out traces")
+    evaluate.add_argument("--traces", type=Path, required=True, help="held-out traces (required)")
     evaluate.add_argument(
         "--test-fraction", type=float, default=0.0, help="evaluate on the last share of episodes only"
     )
@@ -145,29 +258,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="mechanism_seed of the true mechanism (default: the fit's env kwargs)",
     )
-    evaluate.add_argument("--diff-samples", type=int, default=20_000)
-    evaluate.add_argument("--cf-episodes", type=int, default=300)
-    evaluate.add_argument("--cf-rounds", type=int, default=50)
+    evaluate.add_argument("--diff-samples", type=int, default=20_000, help="contexts of diff_mse")
+    evaluate.add_argument("--cf-episodes", type=int, default=300, help="simulated episodes per mechanism of cfkl")
+    evaluate.add_argument("--cf-rounds", type=int, default=50, help="rounds per simulated episode of cfkl")
     evaluate.add_argument("--seed", type=int, default=0, help="evaluation seed")
-    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--device", default="cpu", help="cpu, cuda, auto, ...")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=_evaluate)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``diml`` command line; returns the exit status."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    try:
-        return int(args.run(args))
-    except MechGymError as error:
-        print(f"diml {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    """Run the ``diml`` command line.
+
+    Args:
+        argv: Arguments without the program name (``None`` reads ``sys.argv``).
+
+    Returns:
+        The exit status: 0 on success; 2 on bad input (a :class:`~mechgym.errors.MechGymError`, a usage error,
+        a diverged fit, an output path that exists, is an input or cannot be written) or when the operating
+        system refuses a read or write, with one line on stderr; 130 after Ctrl-C (``diml fit`` first saves
+        the best epoch so far); 1 after an unexpected error (a bug: ``-v`` prints its traceback) or when the
+        reader of stdout goes away.
+    """
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    return run_command("diml", args, args.run, expected=(FitDivergedError,))
 
 
 if __name__ == "__main__":

@@ -16,15 +16,57 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from diml_inverse.likelihood import _trace_log_probs_for, log_likelihood, trace_terms
-from diml_inverse.models import auto_model_name, build_model
+from diml_inverse.fit_options import (
+    FIT_OPTION_RULES,
+    FIT_OVERHEAD_BYTES,
+    LIKELIHOOD_COPIES,
+    PARAMETER_COPIES,
+    FitMemoryEstimate,
+    OptionRule,
+    check_assumed_learner,
+    check_fit_options,
+    check_fit_options_against_traces,
+    estimate_fit_memory,
+)
+from diml_inverse.likelihood import log_likelihood, trace_terms
+from diml_inverse.models import auto_model_name, build_model, model_skeleton
 from diml_inverse.result import FitResult
+from diml_inverse.windows import (
+    BURN_IN_TOLERANCE,
+    RoundWindows,
+    check_forgetting_learner,
+    default_burn_in,
+    round_windows,
+    window_slices,
+)
 from mechgym.devices import DeviceLike, resolve_device
 from mechgym.errors import ConfigurationError, TraceDatasetError
-from mechgym.learners import Learner, LogitQ
+from mechgym.learners import Learner
 from mechgym.mechanisms import Mechanism
+from mechgym.memory import check_memory as check_memory_budget
 from mechgym.registration import make
 from mechgym.traces import TraceDataset, load_traces
+
+__all__ = [
+    "BURN_IN_TOLERANCE",
+    "FIT_OPTION_RULES",
+    "FIT_OVERHEAD_BYTES",
+    "LIKELIHOOD_COPIES",
+    "PARAMETER_COPIES",
+    "EpochCallback",
+    "FitConfig",
+    "FitDivergedError",
+    "FitInterrupted",
+    "FitMemoryEstimate",
+    "LearnerParameters",
+    "OptionRule",
+    "RoundWindows",
+    "check_fit_options",
+    "default_burn_in",
+    "estimate_fit_memory",
+    "fit",
+    "window_slices",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +76,37 @@ EpochCallback = Callable[[int, Mechanism], dict[str, float]]
 
 class FitDivergedError(RuntimeError):
     """The loss or the parameters became non-finite during a fit."""
+
+
+class FitInterrupted(KeyboardInterrupt):
+    """A fit stopped by Ctrl-C (a ``KeyboardInterrupt`` during training, the epoch callback's included).
+
+    An epoch is done once its history row is recorded, i.e. after its training pass, its held-out likelihood
+    and its callback; an interrupt inside epoch ``k`` (its callback included) keeps epochs ``1..k-1``.
+
+    Attributes:
+        result: The :class:`FitResult` a finished fit would return with the history so far: the parameters of
+            the best done epoch under the fit's ``select`` rule (``"best_valid"`` with a validation split: the
+            best held-out likelihood; otherwise the last done epoch). ``None`` when no epoch was done.
+        epochs_done: The epochs done (``len(result.history)``, 0 when ``result`` is ``None``).
+        epochs: The epochs the fit was asked for.
+    """
+
+    def __init__(self, result: FitResult | None, epochs_done: int, epochs: int) -> None:
+        self.result = result
+        self.epochs_done = epochs_done
+        self.epochs = epochs
+        if result is None:
+            message = f"fit interrupted before any of its {epochs} epochs was done: nothing to keep (.result is None)"
+        else:
+            message = (
+                f"fit interrupted after {epochs_done} of {epochs} epochs; .result holds the fit of epoch "
+                f"{result.selected_epoch} (select={result.config.get('select')!r}): save it with .result.save(path)"
+            )
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.result, self.epochs_done, self.epochs))
 
 
 @dataclass(frozen=True)
@@ -84,7 +157,7 @@ class LearnerParameters(nn.Module):
     ) -> None:
         super().__init__()
         self.learner = learner
-        params = learner.params()  # q0 / alpha / epsilon are only requested when present (_check_assumed_learner)
+        params = learner.params()  # q0 / alpha / epsilon are only requested when present (check_assumed_learner)
         self.q0 = nn.Parameter(torch.full((n_agents, n_actions), params["q0"])) if q0 else None
         self.alpha_logit = nn.Parameter(torch.tensor(_logit(params["alpha"]))) if alpha else None
         self.epsilon_logit = nn.Parameter(torch.tensor(_logit(params["epsilon"]))) if epsilon else None
@@ -108,43 +181,6 @@ class LearnerParameters(nn.Module):
 def _logit(p: float) -> float:
     p = min(max(p, 1e-6), 1.0 - 1e-6)
     return math.log(p / (1.0 - p))
-
-
-def _check_assumed_learner(
-    assumed: Learner | None, traces: TraceDataset, *, learn_q0: bool, learn_alpha: bool, learn_epsilon: bool
-) -> Learner:
-    """The assumed learner if it has a parallel likelihood and the parameters to learn, else a clear error."""
-    if assumed is None:
-        sb3 = traces.metadata.extra.get("sb3")
-        played_by = (
-            f" (they were played by Stable-Baselines3 {str(sb3['algorithm']).upper()} agents, which have no "
-            "likelihood model)"
-            if isinstance(sb3, dict) and "algorithm" in sb3
-            else ""
-        )
-        raise ConfigurationError(
-            f"the traces record no learner{played_by}; pass the learning model to assume, e.g. "
-            "learner=LogitQ(alpha, beta, epsilon) or learner=Hedge(eta)"
-        )
-    if not isinstance(assumed, Learner):
-        raise ConfigurationError(
-            f"learner must be a mechgym Learner (e.g. LogitQ(...), Hedge(...)) or None; got {type(assumed).__name__}"
-        )
-    try:
-        _trace_log_probs_for(assumed)
-    except ConfigurationError as error:
-        raise ConfigurationError(f"fit cannot assume this learner: {error}") from None
-    if not isinstance(assumed, LogitQ):
-        learned = [name for name, on in (("learn_alpha", learn_alpha), ("learn_epsilon", learn_epsilon)) if on]
-        if learn_q0 and "q0" not in assumed.params():
-            learned.append("learn_q0")
-        if learned:
-            raise ConfigurationError(
-                f"{' and '.join(learned)} {'is' if len(learned) == 1 else 'are'} not supported for the assumed "
-                f"{type(assumed).__name__} (its parameters: {sorted(assumed.params())}; only LogitQ learns alpha "
-                f"and epsilon); pass {', '.join(f'{name}=False' for name in learned)}"
-            )
-    return assumed
 
 
 def _resolve_traces(traces: TraceDataset | str | Path, env_id: str | None) -> TraceDataset:
@@ -182,37 +218,6 @@ def _resolve_game(
     return env_id, dict(game.env_kwargs), truth_like
 
 
-def _check_options(
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    valid_fraction: float,
-    patience: int | None,
-    select: str,
-    n_episodes: int,
-    n_rounds: int,
-) -> None:
-    checks = (
-        (isinstance(epochs, int) and epochs >= 1, f"epochs must be an integer >= 1; got {epochs!r}"),
-        (isinstance(batch_size, int) and batch_size >= 1, f"batch_size must be an integer >= 1; got {batch_size!r}"),
-        (math.isfinite(lr) and lr > 0, f"lr must be a positive number; got {lr!r}"),
-        (0.0 <= valid_fraction < 1.0, f"valid_fraction must be in [0, 1); got {valid_fraction!r}"),
-        (
-            patience is None or (isinstance(patience, int) and patience >= 1),
-            f"patience must be None or >= 1; got {patience!r}",
-        ),
-        (select in ("best_valid", "last"), f"select must be 'best_valid' or 'last'; got {select!r}"),
-        (n_rounds >= 2, f"the traces need at least 2 rounds per episode to have a likelihood; got {n_rounds}"),
-    )
-    for ok, message in checks:
-        if not ok:
-            raise ConfigurationError(message)
-    if valid_fraction > 0 and n_episodes < 2:
-        raise ConfigurationError(
-            f"a validation split needs at least 2 episodes; got {n_episodes}. Use valid_fraction=0"
-        )
-
-
 def _mean_nll(model: Mechanism, actions: Tensor, learner: Learner, extras: LearnerParameters, batch_size: int) -> float:
     """Negative log-likelihood per agent-round of ``actions``, in batches, without gradients."""
     total, terms = 0.0, 0
@@ -225,173 +230,6 @@ def _mean_nll(model: Mechanism, actions: Tensor, learner: Learner, extras: Learn
             total -= float(log_p)
             terms += batch.shape[0] * (batch.shape[1] - 1) * batch.shape[2]
     return total / terms
-
-
-#: The default burn-in drops at most this share of the learner state: ``(1 - alpha)^burn_in <= BURN_IN_TOLERANCE``.
-BURN_IN_TOLERANCE = 1e-7
-
-
-def default_burn_in(alpha: float) -> int:
-    """The smallest ``b`` with ``(1 - alpha)^b <= BURN_IN_TOLERANCE``: rounds after which logit-Q forgets its state.
-
-    Args:
-        alpha: The logit-Q learning rate (clamped to at least ``1e-12``).
-
-    Returns:
-        The burn-in ``b >= 1``.
-    """
-    if alpha >= 1.0:
-        return 1  # 0^0 = 1, as in the filter
-    log_keep = math.log1p(-max(alpha, 1e-12))
-    log_tolerance = math.log(BURN_IN_TOLERANCE)
-    burn_in = max(1, math.ceil(log_tolerance / log_keep))
-    while burn_in > 1 and (burn_in - 1) * log_keep <= log_tolerance:  # float rounding at the boundary
-        burn_in -= 1
-    while burn_in * log_keep > log_tolerance:
-        burn_in += 1
-    return burn_in
-
-
-def _check_window_options(round_window: int | None, burn_in: int | None) -> None:
-    def is_int(value: object) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    if round_window is not None and not (is_int(round_window) and round_window >= 1):
-        raise ConfigurationError(f"round_window must be None or an integer >= 1; got {round_window!r}")
-    if burn_in is not None and not (is_int(burn_in) and burn_in >= 0):
-        raise ConfigurationError(f"burn_in must be None or an integer >= 0; got {burn_in!r}")
-    if burn_in is not None and round_window is None:
-        raise ConfigurationError("burn_in only applies to round windows; pass round_window=... as well")
-
-
-def _check_forgetting_learner(learner: Learner) -> None:
-    """Round windows are exact only for a learner whose state forgets exponentially (logit-Q)."""
-    if not isinstance(learner, LogitQ):
-        raise ConfigurationError(
-            f"round_window needs a learner whose state forgets exponentially (LogitQ); the assumed "
-            f"{type(learner).__name__} never forgets (cumulative sums, counts or unplayed actions do not decay), "
-            "so a window's state depends on the whole past. Fit whole episodes (round_window=None)"
-        )
-
-
-def window_slices(n_rounds: int, window: int, burn_in: int) -> list[tuple[int, int, int]]:
-    """Where every round window of an episode reads its actions and which of their terms it scores.
-
-    Likelihood term ``g`` (``0..T-2``) is ``log pi(round g+2)``, computed from the payoffs of rounds ``1..g+1``.
-    Window ``k`` scores terms ``[kW, min((k+1)W, T-1))``. Every window reads ``L = burn_in + W + 1`` actions
-    from ``s = max(0, min(kW - burn_in, T - L))`` (all the same length, so they batch); the slice's term ``j``
-    is the episode's term ``s + j``, and at least ``burn_in`` terms precede the scored ones unless ``s = 0``.
-    If ``L >= T`` there is one window: the whole episode.
-
-    Args:
-        n_rounds: Rounds ``T >= 2`` per episode.
-        window: Scored terms ``W >= 1`` per window.
-        burn_in: Rounds ``>= 0`` before a window that update the learner state but are not scored.
-
-    Returns:
-        ``(slice start s, first scored term within the slice, number of scored terms)`` per window.
-    """
-    if n_rounds < 2:
-        raise ConfigurationError(f"an episode needs at least 2 rounds to have a likelihood; got {n_rounds}")
-    _check_window_options(window, burn_in)
-    n_terms = n_rounds - 1
-    length = burn_in + window + 1
-    if length >= n_rounds:
-        return [(0, 0, n_terms)]
-    slices = []
-    for first in range(0, n_terms, window):
-        start = max(0, min(first - burn_in, n_rounds - length))
-        slices.append((start, first - start, min(first + window, n_terms) - first))
-    return slices
-
-
-@dataclass(frozen=True, eq=False)
-class RoundWindows:
-    """The windows of :func:`window_slices` as tensors, to score minibatches of (episode, window) items.
-
-    Item ``i`` is window ``i % n_windows`` of episode ``i // n_windows``.
-
-    Attributes:
-        slices: :func:`window_slices`'s output.
-        length: Actions ``L`` read per window.
-        starts: Slice starts ``[n_windows]`` on the device.
-        scored: ``[n_windows, L-1]`` on the device: whether a slice term belongs to its window.
-        n_scored: Scored terms per window ``[n_windows]`` on the CPU (to count terms without a device sync).
-    """
-
-    slices: list[tuple[int, int, int]]
-    length: int
-    starts: Tensor
-    scored: Tensor
-    n_scored: Tensor
-
-    @classmethod
-    def build(cls, n_rounds: int, window: int, burn_in: int, device: torch.device | str = "cpu") -> RoundWindows:
-        """The windows of episodes of ``n_rounds`` rounds (see :func:`window_slices` for the arguments)."""
-        slices = window_slices(n_rounds, window, burn_in)
-        length = min(burn_in + window + 1, n_rounds)
-        terms = torch.arange(length - 1)
-        first, count = torch.tensor([s[1] for s in slices]), torch.tensor([s[2] for s in slices])
-        scored = (terms >= first[:, None]) & (terms < (first + count)[:, None])
-        starts = torch.tensor([s[0] for s in slices], device=device)
-        return cls(slices=slices, length=length, starts=starts, scored=scored.to(device), n_scored=count)
-
-    @property
-    def n_windows(self) -> int:
-        return len(self.slices)
-
-    def terms(
-        self,
-        mechanism: Mechanism,
-        actions: Tensor,
-        learner: Learner,
-        items: Tensor,
-        q0: Tensor | float | None = None,
-        *,
-        alpha: Tensor | float | None = None,
-        epsilon: Tensor | float | None = None,
-        agents: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """The likelihood terms of a minibatch of windows, by :func:`~diml_inverse.likelihood.trace_terms`.
-
-        Summed where ``scored`` over all items of all episodes, the terms are :func:`log_likelihood` of the
-        whole episodes up to ``(1 - alpha)^burn_in``. A ``q0`` tensor (learned, per agent and action) only
-        applies to slices that start at round 1; the others start from the learner's constant ``q0``, which
-        the logit policy ignores (it is shift-invariant), so a slice's state differs from the episode's only
-        by contributions decayed by ``(1 - alpha)^burn_in`` or more (the rounds before the slice, ``q0``).
-
-        Args:
-            mechanism, learner, alpha, epsilon, agents: as in :func:`~diml_inverse.likelihood.trace_terms`.
-            actions: Validated actions of every episode, ``[E, T, N]`` on the mechanism's device.
-            items: Item indices ``[B]`` (``episode * n_windows + window``) on the same device.
-            q0: Initial scores ``Q(1)`` of the episodes: a scalar or a tensor broadcastable to ``[N, A]``;
-                ``None`` for ``learner.q0``.
-
-        Returns:
-            ``(log_probs, payoffs, scored)``: the terms and realised payoffs of the slices, both
-            ``[B, L-1, K]``, and the boolean mask ``[B, L-1, 1]`` of the terms each window scores.
-        """
-        _check_forgetting_learner(learner)
-        episodes, windows = items // self.n_windows, items % self.n_windows
-        starts = self.starts[windows]
-        rounds = starts[:, None] + torch.arange(self.length, device=starts.device)
-        batch = actions[episodes[:, None], rounds]  # [B, L, N]
-        if isinstance(q0, Tensor):
-            constant = float(learner.params()["q0"])
-            shape = (items.shape[0], mechanism.n_agents, mechanism.n_actions)
-            q0 = torch.where((starts == 0)[:, None, None], q0, constant).expand(shape)
-        log_probs, payoffs = trace_terms(
-            mechanism, batch, learner, q0, alpha=alpha, epsilon=epsilon, agents=agents, validate=False
-        )
-        return log_probs, payoffs, self.scored[windows][..., None]
-
-
-def _round_windows(n_rounds: int, window: int, burn_in: int, device: torch.device) -> RoundWindows | None:
-    """The windows of a fit, or ``None`` (whole episodes) when a window's slice would cover the episode."""
-    if burn_in + window + 1 >= n_rounds:
-        logger.info("burn_in %d + round_window %d + 1 >= %d rounds: fitting whole episodes", burn_in, window, n_rounds)
-        return None
-    return RoundWindows.build(n_rounds, window, burn_in, device)
 
 
 def _first_call_checked(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -418,6 +256,48 @@ def _first_call_checked(function: Callable[..., Any]) -> Callable[..., Any]:
             ) from error
 
     return call
+
+
+def _fit_result(
+    mechanism: Mechanism,
+    extras: LearnerParameters,
+    history: list[dict[str, float]],
+    config: FitConfig,
+    best: tuple[float, int, dict[str, Any]],
+    *,
+    select_best: bool,
+    last_state: dict[str, Any] | None = None,
+) -> FitResult:
+    """The :class:`FitResult` of the done epochs: the best one's parameters (``select_best``) or the last one's.
+
+    ``last_state`` (a snapshot of the last done epoch) is loaded when the live parameters are past it (an
+    interrupted epoch); ``None`` when they are the last done epoch's.
+    """
+    best_epoch = best[1]
+    if select_best:
+        mechanism.load_state_dict(best[2]["mechanism"])
+        extras.load_state_dict(best[2]["extras"])
+        selected = best_epoch
+    else:
+        if last_state is not None:
+            mechanism.load_state_dict(last_state["mechanism"])
+            extras.load_state_dict(last_state["extras"])
+        selected = int(history[-1]["epoch"])
+    mechanism.eval()
+    q0 = None if extras.q0 is None else extras.q0.detach().clone()
+    return FitResult(
+        mechanism=mechanism,
+        learner=extras.fitted_learner(),
+        q0=q0,
+        history=history,
+        config=config.to_dict(),
+        selected_epoch=int(selected),
+        best_epoch=int(best_epoch),
+    )
+
+
+def _snapshot(mechanism: Mechanism, extras: LearnerParameters) -> dict[str, Any]:
+    return {"mechanism": copy.deepcopy(mechanism.state_dict()), "extras": copy.deepcopy(extras.state_dict())}
 
 
 def fit(
@@ -448,6 +328,7 @@ def fit(
     round_window: int | None = None,
     burn_in: int | None = None,
     compile: bool = False,
+    check_memory: bool = True,
 ) -> FitResult:
     """Fit a mechanism to action traces by maximum likelihood through the learners' unroll (DIML).
 
@@ -461,7 +342,8 @@ def fit(
         traces: A :class:`~mechgym.traces.TraceDataset` or a path to a saved one.
         model: ``"auto"`` (neural joint network; anonymous count network for large anonymous games),
             ``"neural"``, ``"anonymous"``, ``"tabular"`` (Tabular MLE), ``"structured"`` (the game's own
-            family, random init: StructMLE) or a :class:`~mechgym.mechanisms.Mechanism` instance.
+            family, random init: StructMLE) or a :class:`~mechgym.mechanisms.Mechanism` instance (trained as a
+            copy: the caller's module is never changed).
         learner: The assumed learning model; ``None`` takes the learner recorded in the traces. Passing a
             different one makes a misspecified fit (DIML-Wrong).
         epochs: Passes over the training episodes (published: 100 for E1-E3, 200 for E4).
@@ -479,7 +361,8 @@ def fit(
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         seed: Seed of the model initialisation and of the minibatch order.
         progress: Show a progress bar with train/valid NLL (otherwise log each epoch at INFO level).
-        model_kwargs: Extra constructor arguments of the model family.
+        model_kwargs: Extra constructor arguments of a named model family (e.g. ``{"hidden": 64}``), checked
+            against its constructor; not for ``"structured"`` or an instance.
         env_kwargs: Arguments of the environment if they differ from the ones recorded in the traces.
         callback: ``callback(epoch, mechanism) -> dict`` called after each epoch (e.g. to track metrics).
         agent_batch_size: Agents per minibatch, drawn at random for each minibatch (``None``: all). The
@@ -502,31 +385,65 @@ def fit(
             more for each new minibatch shape. The published fits and a 1,000-agent fit with 100-agent
             minibatches came out slower overall, so it is off by default. Needs a working C++ compiler on
             the CPU.
+        check_memory: Before building the model, estimate the memory the fit holds at once
+            (:func:`estimate_fit_memory`) and refuse it if it exceeds what the device has available.
+
+    Every option is checked before the traces are read (:func:`check_fit_options`), ``model_kwargs`` against
+    the family's constructor when the model is sized, before anything is allocated. A
+    :class:`~mechgym.mechanisms.Mechanism` instance passed as ``model`` is copied before training: the
+    caller's module (and any earlier result) is never changed.
 
     Returns:
         A :class:`FitResult`.
 
     Raises:
         TraceDatasetError: traces that do not match the environment.
-        ConfigurationError: bad options (unknown model, bad sizes, ...).
+        ConfigurationError: bad options (naming the option: type, range, unknown model or ``model_kwargs`` key,
+            unsupported device, ...).
+        MemoryBudgetError: the estimated memory does not fit the device (unless ``check_memory=False``).
         FitDivergedError: the loss or parameters became non-finite (lower ``lr`` or raise ``payoff_l2``).
+        FitInterrupted: Ctrl-C during training; its ``result`` holds the fit of the epochs done so far.
     """
+    options = dict(locals())  # first statement: exactly the arguments
+    check_fit_options(**{name: value for name, value in options.items() if name != "traces"})
     traces = _resolve_traces(traces, env_id)
     env_id, resolved_env_kwargs, truth_like = _resolve_game(env_id, traces, env_kwargs)
-    _check_options(epochs, batch_size, lr, valid_fraction, patience, select, traces.n_episodes, traces.n_rounds)
-    _check_window_options(round_window, burn_in)
+    check_fit_options_against_traces(valid_fraction, traces.n_episodes, traces.n_rounds)
     assumed = learner if learner is not None else traces.learner()
-    assumed = _check_assumed_learner(
+    assumed = check_assumed_learner(
         assumed, traces, learn_q0=learn_q0, learn_alpha=learn_alpha, learn_epsilon=learn_epsilon
     )
     if round_window is not None:
-        _check_forgetting_learner(assumed)
+        check_forgetting_learner(assumed)
     target = resolve_device(device)
     init_seed, order_seed = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(2))
-    mechanism = build_model(model, truth_like, seed=init_seed, model_kwargs=model_kwargs).to(target)
     model_name = model if isinstance(model, str) else type(model).__name__
     if model_name == "auto":
         model_name = auto_model_name(truth_like)
+    n_valid = 0 if valid_fraction == 0 else max(1, round(valid_fraction * traces.n_episodes))
+    n_valid = min(n_valid, traces.n_episodes - 1)
+    n_agents = truth_like.n_agents
+    if check_memory:
+        skeleton = model_skeleton(model, truth_like, model_kwargs=model_kwargs)  # nothing allocated
+        window_rounds = None
+        if round_window is not None:  # a learned alpha may lengthen the default burn-in up to the episode
+            longest = burn_in if burn_in is not None else (traces.n_rounds if learn_alpha else None)
+            window_burn_in = longest if longest is not None else default_burn_in(assumed.params()["alpha"])
+            window_rounds = window_burn_in + round_window + 1
+        estimate = estimate_fit_memory(
+            skeleton,
+            n_train_episodes=traces.n_episodes - n_valid,
+            n_valid_episodes=n_valid,
+            n_rounds=traces.n_rounds,
+            batch_size=batch_size,
+            agent_batch_size=agent_batch_size,
+            window_rounds=window_rounds,
+            n_learner_parameters=(n_agents * truth_like.n_actions if learn_q0 else 0) + learn_alpha + learn_epsilon,
+        )
+        check_memory_budget(estimate.total_bytes, estimate.describe(model_name), device=target, option="check_memory")
+    if isinstance(model, Mechanism):
+        model = copy.deepcopy(model)  # trained in place below: never the caller's module
+    mechanism = build_model(model, truth_like, seed=init_seed, model_kwargs=model_kwargs).to(target)
     if any(not torch.isfinite(p).all() for p in mechanism.parameters()):
         raise ConfigurationError("the model's initial parameters contain NaN or infinite values")
     extras = LearnerParameters(
@@ -534,8 +451,6 @@ def fit(
     ).to(target)
 
     actions = traces.actions_tensor(target)
-    n_valid = 0 if valid_fraction == 0 else max(1, round(valid_fraction * traces.n_episodes))
-    n_valid = min(n_valid, traces.n_episodes - 1)
     train, valid = actions[: traces.n_episodes - n_valid], actions[traces.n_episodes - n_valid :]
     config = FitConfig(
         env_id=env_id,
@@ -564,11 +479,6 @@ def fit(
         burn_in=burn_in,
         compile=compile,
     )
-    n_agents = truth_like.n_agents
-    if agent_batch_size is not None and (
-        isinstance(agent_batch_size, bool) or not isinstance(agent_batch_size, int) or agent_batch_size < 1
-    ):
-        raise ConfigurationError(f"agent_batch_size must be None or an integer >= 1; got {agent_batch_size!r}")
     parameters = [p for p in [*mechanism.parameters(), *extras.parameters()] if p.requires_grad]
     if not parameters:
         raise ConfigurationError("the model has no trainable parameters (was it frozen?)")
@@ -579,6 +489,9 @@ def fit(
     since_best = 0
     windows: RoundWindows | None = None  # None: whole episodes
     windows_burn_in: int | None = None
+    select_best = select == "best_valid" and bool(valid.shape[0])
+    # what an interrupt keeps: (epochs done, best, last done epoch's snapshot), replaced in one assignment
+    done: tuple[int, tuple[float, int, dict[str, Any]] | None, dict[str, Any] | None] = (0, None, None)
 
     def minibatch_sums(index: Tensor, agents: Tensor | None) -> tuple[Tensor, Tensor]:
         """Sums of the log-likelihood terms and of the squared realised payoffs of one minibatch."""
@@ -602,88 +515,92 @@ def fit(
 
     step_sums: Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]] | None = None
     bar = tqdm(range(1, epochs + 1), desc=f"fit {env_id}", unit="epoch", disable=not progress)
-    for epoch in bar:
-        started = time.perf_counter()
-        mechanism.train()
-        total_on_device, terms = torch.zeros((), device=target), 0  # summed on the device: no sync per step
-        if round_window is not None:
-            epoch_burn_in = burn_in
-            if epoch_burn_in is None:  # one host sync per epoch for a learned alpha
-                alpha = extras.alpha()
-                epoch_burn_in = default_burn_in(assumed.params()["alpha"] if alpha is None else float(alpha.detach()))
-            if epoch_burn_in != windows_burn_in:
-                windows_burn_in = epoch_burn_in
-                windows = _round_windows(traces.n_rounds, round_window, epoch_burn_in, target)
-        n_items = train.shape[0] * (1 if windows is None else windows.n_windows)
-        for index in torch.randperm(n_items, generator=generator).split(batch_size):
-            agents = None
-            if agent_batch_size is not None and agent_batch_size < n_agents:
-                agents = torch.randperm(n_agents, generator=generator)[:agent_batch_size].sort().values.to(target)
-            n_agent_terms = n_agents if agents is None else int(agents.numel())
-            if windows is None:
-                n_terms = int(index.numel()) * (traces.n_rounds - 1) * n_agent_terms
-            else:
-                n_terms = int(windows.n_scored[index % windows.n_windows].sum()) * n_agent_terms  # host: no sync
-            if step_sums is None:  # the first step: compile now, so that a failure is reported as such
-                step_sums = _first_call_checked(minibatch_sums) if compile else minibatch_sums
-            log_prob_sum, squared_payoff_sum = step_sums(index.to(target), agents)
-            nll = -log_prob_sum / n_terms
-            # the published penalty: mean squared payoff of the observed joint actions (rounds 1..T-1), or of the
-            # scored terms of round windows
-            loss = nll + payoff_l2 * (squared_payoff_sum / n_terms) if payoff_l2 else nll
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip is not None:
-                nn.utils.clip_grad_norm_(parameters, grad_clip)
-            optimizer.step()
-            total_on_device += nll.detach() * n_terms
-            terms += n_terms
-        total = float(total_on_device)
-        if not math.isfinite(total) or any(not torch.isfinite(p).all() for p in parameters):
-            finiteness = "finite" if all(torch.isfinite(p).all() for p in parameters) else "not finite"
-            raise FitDivergedError(
-                f"the fit diverged at epoch {epoch}: the training loss is {total} and the parameters are {finiteness}. "
-                f"Lower lr (now {lr}), raise payoff_l2 (now {payoff_l2}) or enable grad_clip (now {grad_clip})."
+    try:
+        for epoch in bar:
+            started = time.perf_counter()
+            mechanism.train()
+            total_on_device, terms = torch.zeros((), device=target), 0  # summed on the device: no sync per step
+            if round_window is not None:
+                epoch_burn_in = burn_in
+                if epoch_burn_in is None:  # one host sync per epoch for a learned alpha
+                    alpha = extras.alpha()
+                    epoch_burn_in = default_burn_in(
+                        assumed.params()["alpha"] if alpha is None else float(alpha.detach())
+                    )
+                if epoch_burn_in != windows_burn_in:
+                    windows_burn_in = epoch_burn_in
+                    windows = round_windows(traces.n_rounds, round_window, epoch_burn_in, target)
+            n_items = train.shape[0] * (1 if windows is None else windows.n_windows)
+            for index in torch.randperm(n_items, generator=generator).split(batch_size):
+                agents = None
+                if agent_batch_size is not None and agent_batch_size < n_agents:
+                    agents = torch.randperm(n_agents, generator=generator)[:agent_batch_size].sort().values.to(target)
+                n_agent_terms = n_agents if agents is None else int(agents.numel())
+                if windows is None:
+                    n_terms = int(index.numel()) * (traces.n_rounds - 1) * n_agent_terms
+                else:
+                    n_terms = int(windows.n_scored[index % windows.n_windows].sum()) * n_agent_terms  # host: no sync
+                if step_sums is None:  # the first step: compile now, so that a failure is reported as such
+                    step_sums = _first_call_checked(minibatch_sums) if compile else minibatch_sums
+                log_prob_sum, squared_payoff_sum = step_sums(index.to(target), agents)
+                nll = -log_prob_sum / n_terms
+                # the published penalty: mean squared payoff of the observed joint actions (rounds 1..T-1), or of
+                # the scored terms of round windows
+                loss = nll + payoff_l2 * (squared_payoff_sum / n_terms) if payoff_l2 else nll
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip is not None:
+                    nn.utils.clip_grad_norm_(parameters, grad_clip)
+                optimizer.step()
+                total_on_device += nll.detach() * n_terms
+                terms += n_terms
+            total = float(total_on_device)
+            if not math.isfinite(total) or any(not torch.isfinite(p).all() for p in parameters):
+                finiteness = "finite" if all(torch.isfinite(p).all() for p in parameters) else "not finite"
+                raise FitDivergedError(
+                    f"the fit diverged at epoch {epoch}: the training loss is {total} and the parameters are "
+                    f"{finiteness}. Lower lr (now {lr}), raise payoff_l2 (now {payoff_l2}) or enable grad_clip "
+                    f"(now {grad_clip})."
+                )
+            mechanism.eval()
+            row: dict[str, float] = {"epoch": epoch, "train_nll": total / terms}
+            if windows_burn_in is not None:
+                row["burn_in"] = windows_burn_in
+            if valid.shape[0]:
+                row["valid_nll"] = _mean_nll(mechanism, valid, extras.learner, extras, batch_size)
+            if callback is not None:
+                with torch.no_grad():
+                    row.update(callback(epoch, mechanism))
+            row["seconds"] = time.perf_counter() - started
+            score = row.get("valid_nll", row["train_nll"])
+            improved = best is None or score < best[0]
+            snapshot = _snapshot(mechanism, extras) if improved or not select_best else None
+            new_best = (score, epoch, snapshot) if improved and snapshot is not None else best
+            last_state = None if select_best else snapshot
+            history.append(row)
+            done = (len(history), new_best, last_state)  # the epoch is done
+            best, since_best = new_best, 0 if improved else since_best + 1
+            bar.set_postfix({k: f"{row[k]:.4f}" for k in ("train_nll", "valid_nll") if k in row})
+            logger.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.5g}" for k, v in row.items() if k != "epoch"))
+            if patience is not None and valid.shape[0] and since_best >= patience:
+                logger.info("early stop at epoch %d: no better held-out likelihood for %d epochs", epoch, patience)
+                break
+    except KeyboardInterrupt as interrupt:
+        bar.close()
+        epochs_done, done_best, done_last = done
+        result = None
+        if done_best is not None:
+            result = _fit_result(
+                mechanism,
+                extras,
+                history[:epochs_done],
+                config,
+                done_best,
+                select_best=select_best,
+                last_state=done_last,
             )
-        mechanism.eval()
-        row: dict[str, float] = {"epoch": epoch, "train_nll": total / terms}
-        if windows_burn_in is not None:
-            row["burn_in"] = windows_burn_in
-        if valid.shape[0]:
-            row["valid_nll"] = _mean_nll(mechanism, valid, extras.learner, extras, batch_size)
-        if callback is not None:
-            with torch.no_grad():
-                row.update(callback(epoch, mechanism))
-        row["seconds"] = time.perf_counter() - started
-        history.append(row)
-        bar.set_postfix({k: f"{row[k]:.4f}" for k in ("train_nll", "valid_nll") if k in row})
-        logger.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.5g}" for k, v in row.items() if k != "epoch"))
-        score = row.get("valid_nll", row["train_nll"])
-        if best is None or score < best[0]:
-            state = {"mechanism": copy.deepcopy(mechanism.state_dict()), "extras": copy.deepcopy(extras.state_dict())}
-            best, since_best = (score, epoch, state), 0
-        else:
-            since_best += 1
-        if patience is not None and valid.shape[0] and since_best >= patience:
-            logger.info("early stop at epoch %d: no better held-out likelihood for %d epochs", epoch, patience)
-            break
+        logger.warning("fit interrupted after %d of %d epochs", epochs_done, epochs)
+        raise FitInterrupted(result, epochs_done, epochs) from interrupt
     bar.close()
     assert best is not None  # at least one epoch ran
-    best_epoch = best[1]
-    if select == "best_valid" and valid.shape[0]:
-        mechanism.load_state_dict(best[2]["mechanism"])
-        extras.load_state_dict(best[2]["extras"])
-        selected = best_epoch
-    else:
-        selected = int(history[-1]["epoch"])
-    mechanism.eval()
-    q0 = None if extras.q0 is None else extras.q0.detach().clone()
-    return FitResult(
-        mechanism=mechanism,
-        learner=extras.fitted_learner(),
-        q0=q0,
-        history=history,
-        config=config.to_dict(),
-        selected_epoch=int(selected),
-        best_epoch=int(best_epoch),
-    )
+    return _fit_result(mechanism, extras, history, config, best, select_best=select_best)

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import logging
+import zipfile
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import Tensor
 
 from mechgym.devices import DeviceLike, resolve_device
-from mechgym.errors import ConfigurationError, MechGymError
+from mechgym.errors import ConfigurationError, FitFileError, MechGymError
+from mechgym.files import ContentHasher, atomic_write, is_sha256_hex, parse_json
 from mechgym.learners import Learner, learner_from_dict
 from mechgym.mechanisms import MECHANISM_FAMILIES, Mechanism, build_mechanism, validate_joint_actions
 from mechgym.rollout import simulate
 from mechgym.traces import TraceDataset, TraceMetadata
+
+logger = logging.getLogger(__name__)
 
 #: Identifies files written by :meth:`FitResult.save`.
 FIT_FILE_FORMAT = "diml_inverse.fit/1"
@@ -118,10 +123,19 @@ class FitResult:
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write weights and a JSON description to ``path`` atomically (temp file, then rename).
+        """Write weights and a JSON description to ``path`` atomically (see :func:`mechgym.files.atomic_write`).
 
         The file holds only tensors, strings and numbers: :func:`load` reads it with
-        ``torch.load(weights_only=True)``, so no code is unpickled.
+        ``torch.load(weights_only=True)``, so no code is unpickled. It also holds the SHA-256 of its content
+        (every tensor's name, dtype, shape and bytes, and the description JSON), which :func:`load` verifies.
+
+        Returns:
+            The path written (missing parent directories are created).
+
+        Raises:
+            ConfigurationError: if the mechanism's family is not registered or the config or history is not
+                JSON-serialisable.
+            OSError: if the file cannot be written.
         """
         family = self.mechanism.family
         if family not in MECHANISM_FAMILIES or not isinstance(self.mechanism, MECHANISM_FAMILIES[family]):
@@ -139,54 +153,212 @@ class FitResult:
             "selected_epoch": self.selected_epoch,
             "best_epoch": self.best_epoch,
         }
+        try:
+            description_json = json.dumps(description)
+        except (TypeError, ValueError, RecursionError) as error:
+            raise ConfigurationError(
+                "cannot save the fit: its config, history and mechanism config must be JSON-serialisable "
+                f"(numbers, strings, lists, dicts); {error}"
+            ) from None
+        state_dict = {k: v.detach().cpu() for k, v in self.mechanism.state_dict().items()}
+        q0 = None if self.q0 is None else self.q0.detach().cpu()
         payload = {
-            "description": json.dumps(description),
-            "state_dict": {k: v.detach().cpu() for k, v in self.mechanism.state_dict().items()},
-            "q0": None if self.q0 is None else self.q0.detach().cpu(),
+            "description": description_json,
+            "state_dict": state_dict,
+            "q0": q0,
+            "sha256": _content_hash(state_dict, q0, description_json),
         }
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                torch.save(payload, stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return path
+
+        def write(file: IO[bytes]) -> None:
+            torch.save(payload, file)
+
+        return atomic_write(path, write)
 
 
-class FitFileError(MechGymError):
-    """A fit file that is missing, corrupted or not written by :meth:`FitResult.save`."""
+#: What :meth:`FitResult.save` writes (``sha256`` is absent from files written before content hashes).
+_PAYLOAD_KEYS = frozenset({"description", "state_dict", "q0", "sha256"})
+
+
+def _hash_tensor(hasher: ContentHasher, name: str, tensor: Tensor) -> None:
+    tensor = tensor.detach().cpu().contiguous()
+    try:
+        hasher.update_array(name, tensor.numpy())
+    except TypeError:  # a dtype numpy lacks (e.g. bfloat16): torch's name and the raw bytes
+        raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+        hasher.update_bytes(name, str(tensor.dtype), tuple(tensor.shape), raw)
+
+
+def _content_hash(state_dict: dict[str, Tensor], q0: Tensor | None, description_json: str) -> str:
+    """SHA-256 over every tensor of the state dict (by name), ``q0`` and the description JSON."""
+    hasher = ContentHasher()
+    for name in sorted(state_dict):
+        _hash_tensor(hasher, f"state_dict/{name}", state_dict[name])
+    if q0 is not None:
+        _hash_tensor(hasher, "q0", q0)
+    hasher.update_text("description", description_json)
+    return hasher.hexdigest()
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _read_payload(path: Path) -> dict[str, Any]:
+    """The payload of a fit file, after every zip member passed its CRC-32 check and the content its hash."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as error:
+        raise FitFileError(
+            f"{path} is not a readable diml_inverse fit file (truncated or corrupted?): {type(error).__name__}: "
+            f"{_one_line(error)}"
+        ) from None
+    if bad is not None:
+        raise FitFileError(f"{path}: member {bad!r} fails its CRC-32 check; the file is truncated or corrupted")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupted, truncated or foreign files
+        raise FitFileError(
+            f"{path} is not a readable diml_inverse fit file ({type(error).__name__}: {_one_line(error)})"
+        ) from None
+    if not isinstance(payload, dict) or not {"description", "state_dict"} <= set(payload) <= _PAYLOAD_KEYS:
+        found = sorted(map(str, payload)) if isinstance(payload, dict) else type(payload).__name__
+        raise FitFileError(
+            f"{path} is not a diml_inverse fit file: it holds {found}, expected {sorted(_PAYLOAD_KEYS)}; "
+            "write fits with FitResult.save"
+        )
+    state_dict, q0 = payload["state_dict"], payload.get("q0")
+    if not isinstance(payload["description"], str):
+        raise FitFileError(f"{path}: the description must be a JSON string; the file is truncated or corrupted")
+    if not isinstance(state_dict, dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state_dict.items()
+    ):
+        raise FitFileError(f"{path}: the weights must map names to tensors; the file is truncated or corrupted")
+    if q0 is not None and not isinstance(q0, Tensor):
+        raise FitFileError(f"{path}: q0 must be a tensor or None; got {type(q0).__name__}")
+    stored = payload.get("sha256")
+    if stored is None:
+        logger.warning(
+            "%s has no content checksum (written by an older diml_inverse): its content cannot be verified. "
+            "Save it again to add one.",
+            path,
+        )
+    elif not is_sha256_hex(stored) or stored != _content_hash(state_dict, q0, payload["description"]):
+        raise FitFileError(
+            f"{path}: the content does not match its SHA-256 checksum; the file is truncated or corrupted. "
+            "Restore it from a backup or fit again"
+        )
+    return payload
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_seed(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64
+
+
+#: Fields of a fit's config that :class:`FitResult` and the CLIs read: (check, what is expected).
+_CONFIG_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "env_id": (lambda v: v is None or isinstance(v, str), "a registered environment id (str) or None"),
+    "env_kwargs": (lambda v: isinstance(v, dict), "a JSON object"),
+    "model": (lambda v: isinstance(v, str), "a model name (str)"),
+    "learner": (lambda v: isinstance(v, dict), "a JSON object"),
+    "seed": (_is_seed, "an integer in [0, 2**64)"),
+}
+
+
+def _check_description(description: Any, path: Path) -> None:
+    """Types and ranges of every field :func:`load` uses; a :class:`FitFileError` naming the first bad one."""
+
+    def bad(field_name: str, expected: str, value: Any) -> FitFileError:
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        return FitFileError(f"{path}: {field_name} must be {expected}; got {shown} ({type(value).__name__})")
+
+    if not isinstance(description, dict):
+        raise bad("the description", "a JSON object", description)
+    if description.get("format") != FIT_FILE_FORMAT:
+        raise FitFileError(f"{path} has format {description.get('format')!r}; expected {FIT_FILE_FORMAT!r}")
+    family = description.get("family")
+    if not isinstance(family, str) or family not in MECHANISM_FAMILIES:
+        raise bad("family", f"a registered mechanism family ({', '.join(sorted(MECHANISM_FAMILIES))})", family)
+    for name in ("mechanism_config", "learner", "config"):
+        if not isinstance(description.get(name), dict):
+            raise bad(name, "a JSON object", description.get(name))
+    history = description.get("history")
+    if not isinstance(history, list) or not all(
+        isinstance(row, dict) and all(isinstance(k, str) and _is_number(v) for k, v in row.items()) for row in history
+    ):
+        raise bad("history", "a list of {name: number} rows, one per epoch", history)
+    last = max(len(history), 1)
+    for name in ("selected_epoch", "best_epoch"):
+        value = description.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= last:
+            raise bad(name, f"an epoch number in [0, {last}]", value)
+    config = description["config"]
+    for name, (ok, expected) in _CONFIG_CHECKS.items():
+        if name in config and not ok(config[name]):
+            raise bad(f"config[{name!r}]", expected, config[name])
 
 
 def load(path: str | Path, *, device: DeviceLike = "cpu") -> FitResult:
-    """Load a :class:`FitResult` written by :meth:`FitResult.save` (no arbitrary code is unpickled)."""
+    """Load a :class:`FitResult` written by :meth:`FitResult.save` (no arbitrary code is unpickled).
+
+    The CRC-32 of every zip member, the content hash (if the file has one; older files load with a warning)
+    and every field of the description are verified.
+
+    Args:
+        path: The file.
+        device: Where to put the mechanism and ``q0``.
+
+    Returns:
+        The result, equal to the one saved.
+
+    Raises:
+        FitFileError: if the file is missing, truncated, corrupted, not a fit file, or holds a description,
+            weights or ``q0`` that do not make a valid result.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FitFileError(f"no fit file at {path}")
+        raise FitFileError(f"no fit file at {path}; check the path (write one with FitResult.save or `diml fit`)")
+    payload = _read_payload(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        description = json.loads(payload["description"])
-    except Exception as error:  # corrupted, truncated or foreign files
+        description = parse_json(payload["description"], allow_nan=True)
+    except ValueError as error:
         raise FitFileError(
-            f"{path} is not a readable diml_inverse fit file ({type(error).__name__}: {error})"
+            f"{path}: the description is unusable: {error} (the file is damaged or was edited by hand)"
         ) from None
-    if description.get("format") != FIT_FILE_FORMAT:
-        raise FitFileError(f"{path} has format {description.get('format')!r}; expected {FIT_FILE_FORMAT!r}")
-    mechanism = build_mechanism(description["family"], **description["mechanism_config"])
+    _check_description(description, path)
+    family = description["family"]
+    try:
+        mechanism = build_mechanism(family, **description["mechanism_config"])
+        learner = learner_from_dict(description["learner"])
+    except (MechGymError, TypeError, ValueError, OverflowError, RuntimeError) as error:
+        raise FitFileError(f"{path}: the description does not make a valid fit: {_one_line(error)}") from None
     try:
         mechanism.load_state_dict(payload["state_dict"])
     except RuntimeError as error:
-        raise FitFileError(f"{path}: the weights do not fit a {description['family']} mechanism: {error}") from None
-    target = resolve_device(device)
+        raise FitFileError(f"{path}: the weights do not fit a {family} mechanism: {_one_line(error)}") from None
+    for name, tensor in mechanism.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise FitFileError(f"{path}: weight {name!r} holds NaN or infinite values; the file is corrupted")
     q0 = payload.get("q0")
+    if q0 is not None:
+        expected = (mechanism.n_agents, mechanism.n_actions)
+        if tuple(q0.shape) != expected or not q0.is_floating_point() or not bool(torch.isfinite(q0).all()):
+            raise FitFileError(
+                f"{path}: q0 must be finite floats of shape [n_agents, n_actions] = {list(expected)}; got "
+                f"{q0.dtype} of shape {list(q0.shape)}"
+            )
+    target = resolve_device(device)
     return FitResult(
         mechanism=mechanism.to(target).eval(),
-        learner=learner_from_dict(description["learner"]),
+        learner=learner,
         q0=None if q0 is None else q0.to(target),
         history=description["history"],
         config=description["config"],

@@ -14,6 +14,7 @@ from mechgym.errors import (
     InvalidActionError,
     MechGymError,
     TraceDatasetError,
+    TraceFileError,
     UnknownEnvironmentError,
 )
 from mechgym.learners import BanditQ, Hedge, Learner, LearnerPolicy, LogitQ, SmoothFP
@@ -38,6 +39,7 @@ __all__ = [
     "SmoothFP",
     "TraceDataset",
     "TraceDatasetError",
+    "TraceFileError",
     "TraceMetadata",
     "UnknownEnvironmentError",
     "__version__",

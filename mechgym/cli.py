@@ -7,30 +7,39 @@ Examples::
     mechgym record mechgym/Congestion-v0 --learner hedge --eta 0.1 -o hedge.parquet
     mechgym record mechgym/Congestion-v0 --learner ppo --shared --sb3-kwarg n_steps=32 -o ppo.parquet
     mechgym info traces.parquet
+    mechgym record mechgym/Congestion-v0 --episodes 96 -o traces.parquet --overwrite   # replace an existing file
+    mechgym --version
+
+Every option's default is in ``mechgym COMMAND --help``. Failures print one line on stderr (``-v`` adds the
+traceback of an unexpected error); see :func:`main` for the exit statuses.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mechgym.errors import ConfigurationError, MechGymError
-from mechgym.learners import LEARNERS, Learner
-
-#: Exit status for bad input (unknown id, malformed file, bad option), as argparse uses for usage errors.
-EXIT_USAGE = 2
-#: Exit status when the operating system refuses (unwritable path, disk full).
-EXIT_OS_ERROR = 1
+from mechgym.cli_support import (
+    HelpFormatter,
+    add_command,
+    add_learner_arguments,
+    add_version_and_verbose,
+    check_output_path,
+    cli_name,
+    given_learner_options,
+    learner_from_args,
+    parse_args,
+    run_command,
+)
+from mechgym.errors import ConfigurationError
+from mechgym.learners import Learner
 
 #: ``--learner`` values trained with Stable-Baselines3 (the others are mechgym learning rules, simulated).
 SB3_LEARNERS = ("ppo", "a2c", "dqn")
-#: Hyperparameter options of the mechgym learning rules (each rule takes the ones that are its fields).
-_LEARNER_OPTIONS = ("alpha", "beta", "epsilon", "eta", "q0", "prior_weight")
 
 
 def _parse_env_kwarg(text: str) -> tuple[str, Any]:
@@ -86,30 +95,16 @@ def _list(args: argparse.Namespace) -> int:
 
 def _cli_learner(args: argparse.Namespace, default: Learner) -> Learner:
     """The learning rule of ``--learner`` (the environment's default without it) with the options given."""
-    from mechgym.learners import LEARNERS
-
-    changes = {name: getattr(args, name) for name in _LEARNER_OPTIONS if getattr(args, name) is not None}
-    if args.learner is None:
-        learner, which = default, f"the default learner of {args.env_id} ({default.name})"
-    else:
-        cls = LEARNERS[args.learner.replace("-", "_")]
-        learner, which = (default if isinstance(default, cls) else cls()), f"the {cls.name} learner"
-    if not changes:
-        return learner
-    try:
-        return learner.replace(**changes)
-    except TypeError:
-        options = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(changes))
-        raise ConfigurationError(
-            f"{which} has no parameter among {options}; its parameters are {sorted(learner.params())}"
-        ) from None
+    learner = learner_from_args(args, default, f"the default learner of {args.env_id}")
+    assert learner is not None  # a default was given
+    return learner
 
 
 def _train_sb3(args: argparse.Namespace, env: Any) -> Any:
     """Train ``--learner ppo|a2c|dqn`` agents on ``env`` and return their traces."""
     from mechgym.devices import resolve_device
 
-    given = [f"--{name.replace('_', '-')}" for name in _LEARNER_OPTIONS if getattr(args, name) is not None]
+    given = [f"--{cli_name(name)}" for name in given_learner_options(args)]
     if given:
         raise ConfigurationError(
             f"{', '.join(given)} set mechgym learning rules; give {args.learner} hyperparameters as "
@@ -139,6 +134,7 @@ def _record(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() not in (".parquet", ".npz"):
         raise ConfigurationError(f"--output must end in .parquet or .npz; got {str(output)!r}")
+    check_output_path(output, overwrite=args.overwrite)  # before the (maybe long) simulation or training
     env = make(args.env_id, **dict(args.env_kwarg))
     if args.rounds is not None and args.rounds != env.n_rounds:
         if args.rounds < 1:
@@ -210,15 +206,21 @@ def _info(args: argparse.Namespace) -> int:
 # -- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mechgym``."""
-    parser = argparse.ArgumentParser(prog="mechgym", description="Repeated mechanism games played by learning agents.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = argparse.ArgumentParser(
+        prog="mechgym",
+        description="Repeated mechanism games played by learning agents.",
+        formatter_class=HelpFormatter,
+    )
+    add_version_and_verbose(parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
 
-    listing = commands.add_parser(
-        "list", help="list the registered environments", description="List the registered environments."
+    listing = add_command(
+        commands, "list", help="list the registered environments", description="List the registered environments."
     )
     listing.set_defaults(run=_list)
 
-    record = commands.add_parser(
+    record = add_command(
+        commands,
         "record",
         help="record learners playing an environment to a trace file",
         description="Simulate learners playing ENV_ID (vectorised), or train Stable-Baselines3 agents on it "
@@ -227,26 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument(
         "env_id", metavar="ENV_ID", help="registered id, e.g. mechgym/Congestion-v0 (see `mechgym list`)"
     )
-    record.add_argument("--episodes", type=int, default=48, help="number of episodes E (default: 48)")
+    record.add_argument("--episodes", type=int, default=48, help="number of episodes E")
     record.add_argument("--rounds", type=int, default=None, help="rounds T per episode (default: the environment's)")
-    record.add_argument("--seed", type=int, default=0, help="seed of the action draws (default: 0)")
-    record.add_argument(
-        "--learner",
-        choices=[*sorted(name.replace("_", "-") for name in LEARNERS), *SB3_LEARNERS],
-        default=None,
-        help="learning rule of every agent (default: the env's default learner); ppo, a2c and dqn train "
-        "Stable-Baselines3 agents for --episodes episodes (pip install '.[sb3]')",
-    )
-    record.add_argument("--alpha", type=float, default=None, help="learning rate (default: the env's default learner)")
-    record.add_argument("--beta", type=float, default=None, help="inverse temperature (default: the env's learner)")
-    record.add_argument("--epsilon", type=float, default=None, help="exploration rate (default: the env's learner)")
-    record.add_argument("--eta", type=float, default=None, help="Hedge learning rate (default: Hedge's)")
-    record.add_argument("--q0", type=float, default=None, help="initial score of every action (default: the learner's)")
-    record.add_argument(
-        "--prior-weight", type=float, default=None, help="smooth fictitious play prior weight w0 (default: 1)"
+    record.add_argument("--seed", type=int, default=0, help="seed of the action draws")
+    add_learner_arguments(
+        record,
+        extra=SB3_LEARNERS,
+        learner_help="learning rule of every agent; ppo, a2c and dqn train Stable-Baselines3 agents for --episodes "
+        "episodes (pip install '.[sb3]')",
+        default_learner="the environment's default learner",
     )
     record.add_argument(
-        "--shared", action="store_true", help="ppo/a2c/dqn: one parameter-shared model (default: one per agent)"
+        "--shared", action="store_true", help="ppo/a2c/dqn: one parameter-shared model, not one per agent"
     )
     record.add_argument(
         "--sb3-kwarg",
@@ -254,23 +248,29 @@ def build_parser() -> argparse.ArgumentParser:
         type=_parse_env_kwarg,
         action="append",
         default=[],
-        help="ppo/a2c/dqn: Stable-Baselines3 constructor argument (VALUE read as JSON if it parses); repeatable",
+        help="ppo/a2c/dqn: Stable-Baselines3 constructor argument (VALUE read as JSON if it parses); repeatable "
+        "(default: mechgym.learners.sb3.DEFAULT_HYPERPARAMETERS)",
     )
-    record.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    record.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     record.add_argument(
         "--env-kwarg",
         metavar="KEY=VALUE",
         type=_parse_env_kwarg,
         action="append",
         default=[],
-        help="keyword argument of the environment (VALUE read as JSON if it parses); repeatable",
+        help="keyword argument of the environment (VALUE read as JSON if it parses); repeatable "
+        "(default: the registered ones)",
     )
-    record.add_argument("-o", "--output", required=True, help="output file, .parquet or .npz")
+    record.add_argument("-o", "--output", required=True, help="output file, .parquet or .npz (required)")
+    record.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     record.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     record.set_defaults(run=_record)
 
-    info = commands.add_parser(
-        "info", help="summarise a trace file", description="Validate a trace file and print its summary and metadata."
+    info = add_command(
+        commands,
+        "info",
+        help="summarise a trace file",
+        description="Validate a trace file and print its summary and metadata.",
     )
     info.add_argument("path", metavar="PATH", help="a .parquet or .npz trace file")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -285,24 +285,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments without the program name (``None`` reads ``sys.argv``).
 
     Returns:
-        The exit status: 0 on success, 2 on bad input (a :class:`MechGymError`, or a usage error),
-        1 when the operating system refuses a read or write.
+        The exit status: 0 on success; 2 on bad input (a :class:`~mechgym.errors.MechGymError`, a usage error,
+        an output path that exists or cannot be written) or when the operating system refuses a read or write,
+        with one line on stderr; 130 after Ctrl-C; 1 after an unexpected error (a bug: ``-v`` prints its
+        traceback) or when the reader of stdout goes away (``mechgym list | head -1``).
     """
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # usage errors and --help; return the status instead of exiting
-        if exit_.code is None:
-            return 0
-        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
-    try:
-        return int(args.run(args))
-    except MechGymError as error:
-        print(f"mechgym {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as error:
-        print(f"mechgym {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_OS_ERROR
-    except KeyboardInterrupt:
-        print(f"mechgym {args.command}: interrupted", file=sys.stderr)
-        return 130
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    return run_command("mechgym", args, args.run)

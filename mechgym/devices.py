@@ -21,8 +21,17 @@ def resolve_device(device: DeviceLike | None) -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ConfigurationError(f"unknown device {device!r}: {error}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ConfigurationError(
+            f"device {device!r} is not supported: mechgym runs on 'cpu' and 'cuda' (or 'cuda:N'); use 'auto' to pick "
+            "CUDA when available"
+        )
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigurationError(f"device {device!r} was asked for but CUDA is not available; use 'cpu' or 'auto'")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ConfigurationError(
+            f"device {device!r} was asked for but this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     return resolved
 
 

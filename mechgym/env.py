@@ -19,14 +19,39 @@ from mechgym.errors import ConfigurationError, InvalidActionError, MechGymError,
 from mechgym.learners.base import Learner
 from mechgym.learners.logit_q import LogitQ
 from mechgym.mechanisms.base import Mechanism
+from mechgym.memory import check_memory
 
-RenderMode = Literal["ansi"]
+RenderMode = Literal["ansi", "rgb_array"]
+
+#: Colours (RGB) of the ``rgb_array`` frame.
+_BACKGROUND = (255, 255, 255)
+_CELL = (228, 228, 228)
+_PLAYED = (31, 119, 180)
+_GAIN = (44, 160, 44)
+_LOSS = (214, 39, 40)
+_PROGRESS = (110, 110, 110)
+
+
+#: Measured memory of one agent's spaces, name, index entry and step dicts (about 1.8-2.0 KB), rounded up.
+ENV_BYTES_PER_AGENT = 2048
 
 
 def _check_n_rounds(n_rounds: Any) -> int:
     if isinstance(n_rounds, bool) or not isinstance(n_rounds, int | np.integer) or n_rounds < 1:
         raise ConfigurationError(f"n_rounds must be an integer >= 1; got {n_rounds!r}")
     return int(n_rounds)
+
+
+def _check_render_mode(render_mode: Any, supported: list[str]) -> None:
+    """Refuse a render mode the game does not draw, naming the ones it does."""
+    if render_mode is None or render_mode in supported:
+        return
+    hint = (
+        " mechgym opens no window: make the game with render_mode='rgb_array' and show or save the frames"
+        if render_mode == "human"
+        else ""
+    )
+    raise ConfigurationError(f"{suggest(str(render_mode), supported, 'render_mode')} Pass None for no rendering.{hint}")
 
 
 class MechanismGameEnv(ParallelEnv[str, np.ndarray, int]):
@@ -43,14 +68,15 @@ class MechanismGameEnv(ParallelEnv[str, np.ndarray, int]):
     * anonymous mechanisms (``mechanism.anonymous``): the share of agents on each action, ``Box(0, 1, (A,))``.
 
     Reward of agent ``i``: ``M(a)[i]``, read from the counterfactual payoffs ``U[i, a'] = M(a', a_-i)[i]``
-    (paper Eq. 1) that the step computes anyway, so it equals :func:`mechgym.rollout` bit for bit.
+    (paper Eq. 1) that the step computes anyway with
+    :meth:`~mechgym.mechanisms.Mechanism.counterfactual_payoffs_batch_invariant`, so it equals
+    :func:`mechgym.rollout` on the same device bit for bit, at any thread count.
     With ``counterfactual_info=True`` each agent's info carries ``"counterfactual_payoffs"`` (float32
     ``[A]``, the full-information feedback of the paper's learners) and ``"round"`` (the index ``t`` of the
     round just played, from 0).
 
     The environment reads the mechanism and never changes it. Environments from :func:`mechgym.make` hold a
-    frozen mechanism; pass a frozen one here as well (``mechanism.freeze()``) when bit-identical agreement
-    with :func:`mechgym.rollout` matters.
+    frozen mechanism; pass a frozen one here as well (``mechanism.freeze()``): no gradients are then recorded.
 
     Args:
         mechanism: The payoff rule (ground truth).
@@ -59,7 +85,8 @@ class MechanismGameEnv(ParallelEnv[str, np.ndarray, int]):
             :func:`mechgym.rollout`, :func:`mechgym.play_episodes` and the single-agent view when no other
             learner is given); ``None`` for ``LogitQ()``.
         counterfactual_info: Put every agent's counterfactual payoff vector in its info.
-        render_mode: ``None`` or ``"ansi"`` (``render()`` returns the last joint action and payoffs as text).
+        render_mode: ``None``, ``"ansi"`` (``render()`` returns the last joint action and payoffs as text) or
+            ``"rgb_array"`` (a small uint8 image ``[H, W, 3]`` of the same, see :meth:`render`).
 
     Attributes:
         mechanism: The payoff rule.
@@ -80,7 +107,7 @@ class MechanismGameEnv(ParallelEnv[str, np.ndarray, int]):
 
     metadata: dict[str, Any] = {  # noqa: RUF012 - PettingZoo declares metadata as a plain class attribute
         "name": "mechanism_game_v0",
-        "render_modes": ["ansi"],
+        "render_modes": ["ansi", "rgb_array"],
         "is_parallelizable": True,
         "render_fps": 4,
     }
@@ -104,10 +131,7 @@ class MechanismGameEnv(ParallelEnv[str, np.ndarray, int]):
                 "default_learner must be a mechgym Learner (e.g. LogitQ()) or None; "
                 f"got {type(default_learner).__name__}"
             )
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigurationError(
-                f"render_mode must be None or one of {self.metadata['render_modes']}; got {render_mode!r}"
-            )
+        _check_render_mode(render_mode, self.metadata["render_modes"])
         self.mechanism = mechanism
         self.n_rounds = _check_n_rounds(n_rounds)
         self.default_learner: Learner = default_learner if default_learner is not None else LogitQ()
@@ -117,10 +141,15 @@ class MechanismGameEnv(ParallelEnv[str, np.ndarray, int]):
         self.env_kwargs: dict[str, Any] = {}
 
         n, a = mechanism.n_agents, mechanism.n_actions
+        obs_size = a if mechanism.anonymous else n * a
+        check_memory(
+            float(n) * (ENV_BYTES_PER_AGENT + 3 * 4 * (obs_size + a)) + 10.0 * n * a,
+            f"a PettingZoo environment of {n} agents x {a} actions (its per-agent spaces and one step's dicts)",
+            option=None,
+        )
         self.possible_agents = [f"agent_{i}" for i in range(n)]
         self.agents: list[str] = []
         self._index = {agent: i for i, agent in enumerate(self.possible_agents)}
-        obs_size = a if mechanism.anonymous else n * a
         # one space object per agent, built once: spaces are seeded per agent and must be returned as is
         self.observation_spaces = {
             agent: gymnasium.spaces.Box(0.0, 1.0, (obs_size,), np.float32) for agent in self.possible_agents
@@ -214,7 +243,7 @@ class MechanismGameEnv(ParallelEnv[str, np.ndarray, int]):
         joint = self._joint_actions(actions)
         joint_tensor = torch.as_tensor(joint, dtype=torch.long, device=self.mechanism._device())
         with torch.no_grad():
-            payoffs = self.mechanism.counterfactual_payoffs(joint_tensor[None])[0].cpu()  # [N, A]
+            payoffs = self.mechanism.counterfactual_payoffs_batch_invariant(joint_tensor[None])[0].cpu()  # [N, A]
         rewards = payoffs.gather(-1, joint_tensor.cpu()[:, None]).squeeze(-1).tolist()  # [N] floats
 
         round_index = self._round
@@ -244,14 +273,28 @@ class MechanismGameEnv(ParallelEnv[str, np.ndarray, int]):
         """The global state: the previous joint action one-hot, flattened, float32 ``[N*A]`` (zeros in round 0)."""
         return self._one_hot(self._last_joint)
 
-    def render(self) -> str | None:
-        """The last joint action and payoffs as text (``render_mode="ansi"``)."""
+    def render(self) -> str | np.ndarray | None:
+        """The current round: the last joint action and payoffs, as text or as an image.
+
+        With ``render_mode="ansi"``: the round, the last joint action and the payoffs as text. With
+        ``render_mode="rgb_array"``: a uint8 image ``[H, W, 3]`` whose shape stays the same over an episode —
+        a grey progress strip (rounds played out of ``n_rounds``) above one row of ``A`` cells per agent
+        (the cell of the action it played last is blue) and, to their right, one payoff bar per agent that
+        starts at the middle of the bar area, where the payoff is zero (green to the right for a gain, red to
+        the left for a loss, scaled by the round's largest ``|payoff|``). Before the first step the cells and
+        bars are empty. Cells are ``clip(256 // max(N, A), 1, 16)`` pixels wide.
+
+        Returns:
+            The text, the image, or ``None`` (with a warning) when the game was made without a render mode.
+        """
         if self.render_mode is None:
             gymnasium.logger.warn(
                 "render() was called on a mechgym environment without a render mode; "
-                "make it with render_mode='ansi' to get text"
+                "make it with render_mode='ansi' (text) or render_mode='rgb_array' (an image)"
             )
             return None
+        if self.render_mode == "rgb_array":
+            return self._render_rgb()
         header = f"{self._label()}, round {self._round}/{self.n_rounds}"
         if self._last_joint is None or self._last_rewards is None:
             return f"{header}: no actions yet"
@@ -337,6 +380,40 @@ class MechanismGameEnv(ParallelEnv[str, np.ndarray, int]):
     def _short_list(names: list[Any], limit: int = 6) -> str:
         shown = ", ".join(repr(name) for name in names[:limit])
         return f"[{shown}{', …' if len(names) > limit else ''}] ({len(names)} agents)"
+
+    def _render_rgb(self) -> np.ndarray:
+        """The ``rgb_array`` frame ``[H, W, 3]`` described in :meth:`render`."""
+        n, a = self.n_agents, self.n_actions
+        cell = max(1, min(16, 256 // max(n, a)))  # pixels per cell: 16 for small games, 1 from 256 agents up
+        pad = 1 if cell >= 4 else 0  # a white border inside each cell when cells are big enough to show it
+        strip = max(2, cell // 2)
+        top = strip + cell  # the rows of the agents start one cell below the progress strip
+        grid_width, half = a * cell, max(cell, a * cell // 2)  # half: the payoff bars' room on either side
+        bars_left = grid_width + cell
+        frame = np.full((top + n * cell, bars_left + 2 * half, 3), _BACKGROUND, dtype=np.uint8)
+        frame[:strip] = _CELL
+        frame[:strip, : frame.shape[1] * self._round // self.n_rounds] = _PROGRESS
+
+        cells = np.full((n, a, 3), _CELL, dtype=np.uint8)  # [N, A, rgb]
+        bars = np.full((n, 2 * half, 3), _BACKGROUND, dtype=np.uint8)  # [N, 2 * half, rgb]
+        if self._last_joint is not None and self._last_rewards is not None:
+            cells[np.arange(n), self._last_joint] = _PLAYED
+            rewards = np.asarray(self._last_rewards, dtype=np.float64)
+            rewards = np.where(np.isfinite(rewards), rewards, 0.0)
+            scale = float(np.abs(rewards).max())
+            lengths = np.zeros(n, dtype=np.int64)
+            if scale > 0.0:
+                lengths = np.where(rewards != 0.0, np.maximum(1, np.rint(np.abs(rewards) / scale * half)), 0)
+            filled = np.arange(half)[None, :] < lengths[:, None]  # [N, half]
+            bars[:, half:][filled & (rewards > 0.0)[:, None]] = _GAIN  # to the right of the zero line
+            bars[:, :half][(filled & (rewards < 0.0)[:, None])[:, ::-1]] = _LOSS  # to its left
+        pixels = np.full((n, a, cell, 3), _BACKGROUND, dtype=np.uint8)  # [N, A, x in the cell, rgb]
+        pixels[:, :, pad : cell - pad] = cells[:, :, None]
+        rows = np.full((n, cell, frame.shape[1], 3), _BACKGROUND, dtype=np.uint8)  # [N, y in the row, W, rgb]
+        rows[:, pad : cell - pad, :grid_width] = pixels.reshape(n, 1, grid_width, 3)
+        rows[:, pad : cell - pad, bars_left:] = bars[:, None]
+        frame[top:] = rows.reshape(n * cell, frame.shape[1], 3)
+        return frame
 
     def _one_hot(self, joint: np.ndarray | None) -> np.ndarray:
         n, a = self.n_agents, self.n_actions

@@ -29,6 +29,21 @@ class TraceDatasetError(MechGymError):
     """A trace dataset that is malformed, empty, corrupted or does not match its environment."""
 
 
+class NonFinitePolicyError(MechGymError):
+    """A learner's choice probabilities became NaN or infinite during a simulation."""
+
+
+class TraceFileError(TraceDatasetError):
+    """A trace file that is missing, unreadable, corrupted, or not a valid mechgym trace file.
+
+    The message starts with the file's path.
+    """
+
+
+class FitFileError(MechGymError):
+    """A fit file that is missing, corrupted or not written by ``diml_inverse.FitResult.save``."""
+
+
 class ConfigurationError(MechGymError):
     """Arguments that contradict each other or the environment (sizes, names, options)."""
 

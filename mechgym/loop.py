@@ -13,12 +13,7 @@ from mechgym.errors import ConfigurationError
 from mechgym.learners.base import Learner
 from mechgym.learners.policy import LearnerPolicy
 from mechgym.traces.dataset import TraceDataset, TraceMetadata
-
-
-def _check_count(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ConfigurationError(f"{name} must be an integer >= {low}; got {value!r}")
-    return int(value)
+from mechgym.validation import check_counter_range, check_int, check_seed
 
 
 def play_episodes(
@@ -58,14 +53,15 @@ def play_episodes(
     game = env.unwrapped
     if not isinstance(game, MechanismGameEnv):
         raise ConfigurationError(f"env must be a MechanismGameEnv; got {type(game).__name__}")
-    n_episodes = _check_count("n_episodes", n_episodes, 1)
-    seed = _check_count("seed", seed, 0)
+    n_episodes = check_int(n_episodes, "n_episodes", low=1)
+    check_counter_range(0, n_episodes, "episode indices")
+    seed = check_seed(seed)
     if not game.counterfactual_info:
         raise ConfigurationError(
             "play_episodes feeds the learners the counterfactual payoffs in the infos; "
             "make the environment with counterfactual_info=True"
         )
-    if n_rounds is not None and _check_count("n_rounds", n_rounds, 1) != game.n_rounds:
+    if n_rounds is not None and check_int(n_rounds, "n_rounds", low=1) != game.n_rounds:
         env = game = game.with_n_rounds(n_rounds)
     learner = learner if learner is not None else game.default_learner
     n_agents, n_actions, horizon = game.n_agents, game.n_actions, game.n_rounds

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium
+import numpy as np
 import pettingzoo
 from pettingzoo.env_registry.exceptions import PettingZooRegistryError
 
@@ -238,7 +239,11 @@ def _check_kwargs(env_id: str, kwargs: Mapping[str, Any], parameters: dict[str, 
 
 
 def _json_copy(kwargs: Mapping[str, Any], what: str) -> dict[str, Any]:
-    """A JSON round trip of ``kwargs`` (the form trace metadata stores), or a clear error."""
+    """A JSON round trip of ``kwargs`` (the form trace metadata stores), or a clear error.
+
+    NumPy scalars become the Python numbers they hold (``np.int64(3)`` is the integer 3).
+    """
+    kwargs = {name: value.item() if isinstance(value, np.generic) else value for name, value in kwargs.items()}
     for name, value in kwargs.items():
         try:
             json.dumps(value, allow_nan=False)

@@ -10,20 +10,55 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechgym.devices import DeviceLike, resolve_device
-from mechgym.errors import ConfigurationError
+from mechgym.errors import NonFinitePolicyError
 from mechgym.learners.base import Learner
 from mechgym.mechanisms.base import Mechanism
+from mechgym.memory import check_memory as check_memory_budget
 from mechgym.random import sample_categorical, uniforms
 from mechgym.traces.dataset import TraceDataset, TraceMetadata
+from mechgym.validation import check_counter_range, check_int, check_seed
 
 if TYPE_CHECKING:
     from mechgym.env import MechanismGameEnv
 
 
-def _check_counts(n_episodes: int, n_rounds: int, seed: int) -> None:
-    for name, value, low in (("n_episodes", n_episodes, 1), ("n_rounds", n_rounds, 1), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigurationError(f"{name} must be an integer >= {low}; got {value!r}")
+def check_simulation_counts(n_episodes: int, n_rounds: int, seed: int, episode_offset: int = 0) -> None:
+    """Refuse counts that are not integers, seeds the generator does not tell apart and indices past its counters."""
+    check_int(n_episodes, "n_episodes", low=1)
+    check_int(n_rounds, "n_rounds", low=1)
+    check_seed(seed)
+    check_int(episode_offset, "episode_offset", low=0)
+    check_counter_range(int(episode_offset), int(n_episodes), "episode indices (episode_offset + episode)")
+    check_counter_range(0, int(n_rounds), "round indices")
+
+
+def simulation_bytes(mechanism: Mechanism, n_episodes: int, n_rounds: int) -> float:
+    """An upper estimate of the memory :func:`simulate` holds at once, in bytes.
+
+    The recorded actions (int64) and rewards, a few learner states and counterfactual payoffs ``[E, N, A]``, and
+    the anonymous game's ``A x A`` rows of one distinct count vector with their hidden activations (a float
+    estimate: the sizes may be astronomically large).
+    """
+    e, t, n, a = float(n_episodes), float(n_rounds), float(mechanism.n_agents), float(mechanism.n_actions)
+    element = 8.0  # float64 states at most
+    recorded = e * t * n * (8.0 + element)
+    per_round = 6.0 * e * n * a * element + e * n * 8.0 * 4
+    hidden = float(getattr(mechanism, "hidden", 0) or 0)
+    unit = a * a * max(hidden, 1.0) * 4.0 * 3 if mechanism.anonymous else n * a * n * 8.0 * 2
+    return recorded + per_round + unit
+
+
+def _check_finite_policy(probabilities: Tensor, round_index: int, episode_offset: int, learner: Learner) -> None:
+    finite = torch.isfinite(probabilities).all(-1)
+    if bool(finite.all()):
+        return
+    episode, agent = (int(i) for i in (~finite).nonzero()[0][:2])
+    raise NonFinitePolicyError(
+        f"the learners' choice probabilities are not finite at episode {episode_offset + episode}, "
+        f"round {round_index}, agent {agent} ({learner!r}): payoffs times the learner's sensitivity overflowed the "
+        f"{probabilities.dtype} range or the mechanism returned NaN. Scale the mechanism's payoffs down, use a "
+        "smaller beta/eta, or check the mechanism for NaN"
+    )
 
 
 @torch.no_grad()
@@ -37,6 +72,7 @@ def simulate(
     episode_offset: int = 0,
     progress: bool = False,
     initial_state: Tensor | None = None,
+    check_memory: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Simulate ``n_episodes`` independent episodes of learners playing ``mechanism``, on its device.
 
@@ -46,13 +82,26 @@ def simulate(
 
     Args:
         initial_state: Learner state before round 1, broadcastable to ``[E, N, A]`` (default: the learner's).
+        check_memory: Refuse sizes whose estimated memory (:func:`simulation_bytes`) exceeds what the device has.
 
     Returns:
         ``(actions, rewards)``: LongTensor ``[E, T, N]`` and float tensor ``[E, T, N]``.
+
+    Raises:
+        ConfigurationError: counts that are not positive integers, a seed outside ``[0, 2**64)``, or episode
+            indices past the generator's 32-bit counters.
+        MemoryBudgetError: the estimate does not fit (unless ``check_memory=False``).
+        NonFinitePolicyError: a choice probability became NaN or infinite (payoffs times beta overflowed).
     """
-    _check_counts(n_episodes, n_rounds, seed)
+    check_simulation_counts(n_episodes, n_rounds, seed, episode_offset)
     n, a = mechanism.n_agents, mechanism.n_actions
     device = mechanism._device()
+    if check_memory:
+        check_memory_budget(
+            simulation_bytes(mechanism, n_episodes, n_rounds),
+            f"a simulation of {n_episodes} episodes x {n_rounds} rounds x {n} agents x {a} actions",
+            device=device,
+        )
     state = learner.initial_state((n_episodes, n), a, device=device)
     if initial_state is not None:
         state = torch.as_tensor(initial_state, dtype=state.dtype, device=device).expand_as(state).clone()
@@ -61,8 +110,10 @@ def simulate(
     actions = torch.empty(n_episodes, n_rounds, n, dtype=torch.long, device=device)
     rewards = torch.empty(n_episodes, n_rounds, n, dtype=state.dtype, device=device)
     for t in tqdm(range(n_rounds), desc="rollout", unit="round", disable=not progress, leave=False):
-        joint = sample_categorical(learner.policy(state), uniforms(seed, episodes, t, agents, device=device))
-        payoffs = mechanism.counterfactual_payoffs(joint)  # [E, N, A]
+        probabilities = learner.policy(state)
+        _check_finite_policy(probabilities, t, episode_offset, learner)
+        joint = sample_categorical(probabilities, uniforms(seed, episodes, t, agents, device=device))
+        payoffs = mechanism.counterfactual_payoffs_batch_invariant(joint)  # [E, N, A]
         actions[:, t] = joint
         rewards[:, t] = payoffs.gather(-1, joint[..., None]).squeeze(-1)
         state = learner.update(state, payoffs, joint)
@@ -79,6 +130,7 @@ def rollout(
     device: DeviceLike = "cpu",
     progress: bool = False,
     episode_offset: int = 0,
+    check_memory: bool = True,
 ) -> TraceDataset:
     """Record learners playing a mechgym game, all episodes and agents at once.
 
@@ -95,6 +147,7 @@ def rollout(
         device: Where to simulate (``"auto"`` picks CUDA when available).
         progress: Show a progress bar over rounds.
         episode_offset: Index of the first episode (to extend a dataset with more episodes).
+        check_memory: Refuse sizes whose estimated memory exceeds what the device has (see :func:`simulate`).
 
     Returns:
         A :class:`TraceDataset` with actions, realised payoffs and full provenance metadata.
@@ -112,7 +165,14 @@ def rollout(
     if mechanism._device() != target:
         mechanism = copy.deepcopy(mechanism).to(target)
     actions, rewards = simulate(
-        mechanism, learner, n_episodes, n_rounds, seed, episode_offset=episode_offset, progress=progress
+        mechanism,
+        learner,
+        n_episodes,
+        n_rounds,
+        seed,
+        episode_offset=episode_offset,
+        progress=progress,
+        check_memory=check_memory,
     )
     extra = {"episode_offset": episode_offset} if episode_offset else {}
     env_kwargs = dict(game.env_kwargs)

@@ -1,7 +1,8 @@
 """A single-agent Gymnasium view of a mechanism game: one agent learns, the others are simulated.
 
-Every mechgym id is also registered in Gymnasium's registry, so ``gymnasium.make("mechgym/Congestion-v0")``
-returns a :class:`SingleAgentView` that Stable-Baselines3 and other single-agent libraries can train on.
+Every mechgym id is also registered in Gymnasium's registry, so ``gymnasium.make("mechgym:mechgym/Congestion-v0")``
+(the ``mechgym:`` prefix imports mechgym first, which registers the ids) returns a :class:`SingleAgentView`
+that Stable-Baselines3 and other single-agent libraries can train on.
 """
 
 from __future__ import annotations
@@ -97,11 +98,14 @@ class SingleAgentView(gymnasium.Env[np.ndarray, np.int64]):
         agent: The learning agent's name (e.g. ``"agent_0"``).
 
     Example:
-        >>> env = gymnasium.make("mechgym/Congestion-v0", n_rounds=30)
+        >>> env = gymnasium.make("mechgym:mechgym/Congestion-v0", n_rounds=30)
         >>> model = stable_baselines3.PPO("MlpPolicy", env).learn(10_000)
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012 - as in Gymnasium
+    metadata: dict[str, Any] = {  # noqa: RUF012 - Gymnasium declares metadata as a plain class attribute
+        "render_modes": MechanismGameEnv.metadata["render_modes"],
+        "render_fps": MechanismGameEnv.metadata["render_fps"],
+    }
 
     def __init__(
         self,
@@ -207,8 +211,12 @@ class SingleAgentView(gymnasium.Env[np.ndarray, np.int64]):
             infos[self.agent],
         )
 
-    def render(self) -> str | None:
-        """The game's text rendering (``render_mode="ansi"``)."""
+    def render(self) -> str | np.ndarray | None:
+        """The game's rendering of the current round (see :meth:`MechanismGameEnv.render`).
+
+        Text with ``render_mode="ansi"``, a uint8 image ``[H, W, 3]`` with ``"rgb_array"`` (the learning agent is
+        the row of :attr:`agent`), ``None`` without a render mode.
+        """
         return self.env.render()
 
     def close(self) -> None:
@@ -235,8 +243,12 @@ def make_single_agent_env(
         agent: Index of the learning agent.
         others: ``"learners"``, ``"uniform"`` or a probability vector ``[A]``.
         others_learner: The others' learning rule (a Learner or its ``to_dict()``); ``None`` for the game's.
-        render_mode: ``None`` or ``"ansi"``.
+        render_mode: ``None``, ``"ansi"`` or ``"rgb_array"`` (Stable-Baselines3's ``make_vec_env`` asks for
+            ``"rgb_array"``).
         **env_kwargs: Keyword arguments of the game (see :func:`mechgym.make`).
+
+    Raises:
+        ConfigurationError: for another render mode (and see :func:`mechgym.make` and :class:`SingleAgentView`).
     """
     from mechgym.registration import make, resolve_learner
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -19,3 +20,12 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> list[str] | None:
+    """Explain a failed ``==`` between two TraceDatasets with :meth:`TraceDataset.differences` (their reprs match)."""
+    from mechgym.traces import TraceDataset
+
+    if op == "==" and isinstance(left, TraceDataset) and isinstance(right, TraceDataset):
+        return [f"{left!r} == {right!r}", "differences (left != right):", *left.differences(right, max_items=5)]
+    return None

@@ -159,3 +159,36 @@ def test_python_dash_m(tmp_path: Path) -> None:
 def test_recorded_traces_are_deterministic(tmp_path: Path) -> None:
     first, second = record(tmp_path, name="a.parquet"), record(tmp_path, name="b.parquet")
     np.testing.assert_array_equal(load_traces(first).actions, load_traces(second).actions)
+
+
+def test_unknown_learner_suggests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["record", ENV_ID, "--learner", "bandit_qq", "-o", str(tmp_path / "t.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown learner 'bandit_qq'. Did you mean 'bandit-q'?" in err
+    assert "Known: a2c, bandit-q, dqn, hedge, logit-q, ppo, smooth-fp." in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sb3_training_shows_progress_unless_quiet_and_its_traces_fit_with_a_learner(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("stable_baselines3")
+    from diml_inverse import load
+    from diml_inverse.cli import main as diml_main
+    from mechgym.learners import Hedge
+
+    argv = ["record", ENV_ID, "--learner", "ppo", "--sb3-kwarg", "n_steps=4", "--sb3-kwarg", "batch_size=4"]
+    argv += ["--episodes", "2", "--rounds", "4"]
+    assert main([*argv, "-o", str(tmp_path / "shown.parquet")]) == 0
+    assert "ppo training" in capsys.readouterr().err  # the tqdm bar over training rounds
+    assert main([*argv, "-q", "-o", str(tmp_path / "ppo.parquet")]) == 0
+    assert capsys.readouterr().err == ""
+    assert load_traces(tmp_path / "ppo.parquet") == load_traces(tmp_path / "shown.parquet")
+
+    fit_path = tmp_path / "fit.pt"
+    fit_argv = ["fit", str(tmp_path / "ppo.parquet"), "--epochs", "1", "--valid-fraction", "0", "-q"]
+    fit_argv += ["--device", "cpu", "-o", str(fit_path)]
+    assert diml_main(fit_argv) == 2  # SB3 agents have no likelihood model: say which learner to assume
+    assert "Stable-Baselines3 PPO agents" in capsys.readouterr().err
+    assert diml_main([*fit_argv, "--learner", "hedge", "--eta", "0.05"]) == 0
+    assert load(fit_path).learner == Hedge(eta=0.05)

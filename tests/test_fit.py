@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +13,11 @@ import torch
 import diml_inverse
 import mechgym
 from diml_inverse import metrics
-from diml_inverse.fit import FitDivergedError
+from diml_inverse.fit import FitDivergedError, FitInterrupted
 from diml_inverse.result import FitFileError
 from mechgym.errors import ConfigurationError, MechGymError, TraceDatasetError
 from mechgym.learners import LogitQ
-from mechgym.mechanisms import AnonymousCountMechanism, NeuralJointMechanism, TabularMechanism
+from mechgym.mechanisms import AnonymousCountMechanism, Mechanism, NeuralJointMechanism, TabularMechanism
 from mechgym.traces import TraceDataset, TraceMetadata
 
 E1 = "mechgym/NeuralMechanism-v0"
@@ -287,3 +289,90 @@ def test_a_failing_compile_is_a_clear_error(e1_traces: TraceDataset, monkeypatch
     monkeypatch.setattr(torch, "compile", broken)
     with pytest.raises(ConfigurationError, match=r"torch.compile failed .*cl is not found.*compile=False"):
         diml_inverse.fit("mechgym/NeuralMechanism-v0", e1_traces, epochs=1, compile=True, progress=False)
+
+
+def test_a_model_instance_is_copied_never_trained_in_place(e1_traces: TraceDataset) -> None:
+    data = e1_traces.episodes(slice(0, 8))
+    model = NeuralJointMechanism(3, 6, hidden=16, seed=5)
+    original = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    first = diml_inverse.fit(E1, data, model=model, epochs=2, progress=False, device="cpu")
+    assert first.mechanism is not model
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, original[name]), name  # the caller's module is untouched
+    trained = {name: tensor.clone() for name, tensor in first.mechanism.state_dict().items()}
+    assert not torch.equal(trained["layer2.weight"], original["layer2.weight"])  # the fit did train its copy
+    second = diml_inverse.fit(E1, data, model=model, epochs=2, progress=False, device="cpu")
+    for name, tensor in first.mechanism.state_dict().items():
+        assert torch.equal(tensor, trained[name]), name  # the earlier result is untouched
+        assert torch.equal(second.mechanism.state_dict()[name], tensor), name  # same start, same seed: same fit
+
+
+def _interrupt_at(epoch: int) -> Callable[[int, Mechanism], dict[str, float]]:
+    def callback(current: int, mechanism: Mechanism) -> dict[str, float]:
+        if current == epoch:
+            raise KeyboardInterrupt
+        return {"param_norm": float(sum(p.norm() for p in mechanism.parameters()))}
+
+    return callback
+
+
+@pytest.mark.parametrize("select", ["best_valid", "last"])
+def test_ctrl_c_keeps_the_epochs_done(tmp_path: Path, e1_traces: TraceDataset, select: str) -> None:
+    data = e1_traces.episodes(slice(0, 10))
+    options = {"select": select, "lr": 0.05, "seed": 1, "progress": False, "device": "cpu", "learn_q0": True}
+    with pytest.raises(FitInterrupted) as info:
+        diml_inverse.fit(E1, data, epochs=10, callback=_interrupt_at(3), **options)  # type: ignore[arg-type]
+    interrupted = info.value
+    assert isinstance(interrupted, KeyboardInterrupt) and isinstance(interrupted.__cause__, KeyboardInterrupt)
+    assert interrupted.epochs_done == 2 and interrupted.epochs == 10  # epoch 3's callback did not return
+    assert "after 2 of 10 epochs" in str(interrupted)
+    result = interrupted.result
+    assert result is not None and [row["epoch"] for row in result.history] == [1, 2]
+    assert result.selected_epoch <= 2 and (select == "best_valid" or result.selected_epoch == 2)
+    # exactly what a fit of the done epochs returns (the live parameters were already past epoch 2)
+    done = diml_inverse.fit(E1, data, epochs=2, callback=_interrupt_at(0), **options)  # type: ignore[arg-type]
+    assert result.selected_epoch == done.selected_epoch and result.best_epoch == done.best_epoch
+    for name, tensor in done.mechanism.state_dict().items():
+        assert torch.equal(result.mechanism.state_dict()[name], tensor), name
+    assert result.q0 is not None and done.q0 is not None and torch.equal(result.q0, done.q0)
+    assert [r["valid_nll"] for r in result.history] == [r["valid_nll"] for r in done.history]
+    assert {**result.config, "epochs": 2} == done.config
+    loaded = diml_inverse.load(result.save(tmp_path / "interrupted.pt"))
+    joint = data.actions_tensor()[0]
+    torch.testing.assert_close(loaded.mechanism(joint), result.mechanism(joint))
+    assert loaded.history == result.history and loaded.selected_epoch == result.selected_epoch
+
+
+def test_ctrl_c_in_a_training_step_keeps_the_last_epoch_done(
+    e1_traces: TraceDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = e1_traces.episodes(slice(0, 8))  # 6 training episodes of batch_size 4: 2 steps per epoch
+    options = {"select": "last", "batch_size": 4, "seed": 2, "progress": False, "device": "cpu"}
+    done = diml_inverse.fit(E1, data, epochs=2, **options)  # type: ignore[arg-type]
+    step, calls = torch.optim.Adam.step, []
+
+    def interrupted_step(self: torch.optim.Adam, *args: object, **kwargs: object) -> object:
+        out = step(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 5:  # the first step of epoch 3, after it changed the parameters
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "step", interrupted_step)
+    with pytest.raises(FitInterrupted) as info:
+        diml_inverse.fit(E1, data, epochs=5, **options)  # type: ignore[arg-type]
+    result = info.value.result
+    assert info.value.epochs_done == 2 and result is not None and result.selected_epoch == 2
+    for name, tensor in done.mechanism.state_dict().items():
+        assert torch.equal(result.mechanism.state_dict()[name], tensor), name
+
+
+def test_ctrl_c_before_any_epoch_is_done_keeps_nothing(e1_traces: TraceDataset) -> None:
+    with pytest.raises(FitInterrupted) as info:
+        diml_inverse.fit(
+            E1, e1_traces.episodes(slice(0, 6)), epochs=3, callback=_interrupt_at(1), progress=False, device="cpu"
+        )
+    assert info.value.result is None and info.value.epochs_done == 0
+    assert "before any of its 3 epochs was done" in str(info.value)
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert isinstance(copy, FitInterrupted) and copy.epochs_done == 0 and copy.result is None

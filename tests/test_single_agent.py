@@ -22,24 +22,30 @@ def short_kwargs(env_id: str) -> dict[str, int]:
     return {"n_rounds": 5} if "n_rounds" in spec(env_id).kwargs else {}
 
 
+RENDER_MODES = [None, *SingleAgentView.metadata["render_modes"]]
+
+
+@pytest.mark.parametrize("render_mode", RENDER_MODES)
 @pytest.mark.parametrize("env_id", registered_ids())
-def test_gymnasium_make_and_check_env(env_id: str) -> None:
-    env = gymnasium.make(env_id, **short_kwargs(env_id))
+def test_gymnasium_make_and_check_env(env_id: str, render_mode: str | None) -> None:
+    """Gymnasium's checker, which also renders every declared mode of the spec (nothing may warn)."""
+    env = gymnasium.make(env_id, render_mode=render_mode, **short_kwargs(env_id))
     view = env.unwrapped
     assert isinstance(view, SingleAgentView)
-    assert view.env.env_id == env_id
+    assert view.env.env_id == env_id and view.render_mode == render_mode
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the checker reports problems as warnings
         check_gymnasium_env(view)
 
 
+@pytest.mark.parametrize("render_mode", RENDER_MODES)
 @pytest.mark.parametrize("env_id", registered_ids())
-def test_stable_baselines3_check_env(env_id: str) -> None:
+def test_stable_baselines3_check_env(env_id: str, render_mode: str | None) -> None:
     env_checker = pytest.importorskip("stable_baselines3.common.env_checker")
-    view = gymnasium.make(env_id, **short_kwargs(env_id)).unwrapped
+    view = gymnasium.make(env_id, render_mode=render_mode, **short_kwargs(env_id)).unwrapped
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        env_checker.check_env(view, warn=True)
+        env_checker.check_env(view, warn=True, skip_render_check=False)
 
 
 def test_gymnasium_make_with_module_prefix() -> None:

@@ -191,7 +191,7 @@ def test_actions_use_the_smallest_integer_type(tmp_path: Path, n_actions: int, s
 
 @settings(max_examples=25, deadline=None)
 @given(
-    shape=st.tuples(st.integers(1, 4), st.integers(1, 6), st.integers(1, 5)),
+    shape=st.tuples(st.integers(1, 4), st.integers(1, 6), st.integers(2, 5)),  # a game has >= 2 agents
     n_actions=st.sampled_from([2, 7, 128, 129, 40000]),
     with_rewards=st.booleans(),
     data=st.data(),
@@ -517,3 +517,127 @@ def test_npz_is_plain_numpy(tmp_path: Path) -> None:
         assert archive["actions"].dtype == np.int8
         np.testing.assert_array_equal(archive["actions"], dataset.actions)
         assert json.loads(str(archive["metadata"]))["n_actions"] == 6
+
+
+# -- metadata validation in memory -------------------------------------------------------------
+BAD_METADATA = {
+    "one-agent": ({"n_agents": 1}, r"n_agents must be a positive integer >= 2; got 1 \(int\)"),
+    "float-agents": ({"n_agents": 3.0}, r"n_agents must be a positive integer >= 2; got 3.0 \(float\)"),
+    "bool-actions": ({"n_actions": True}, r"n_actions must be an integer in \[2, 2\*\*31\)"),
+    "too-many-actions": ({"n_actions": 2**31}, r"n_actions must be an integer in \[2, 2\*\*31\)"),
+    "env-id-number": ({"env_id": 5}, r"env_id must be a registered environment id \(a str\) or None; got 5"),
+    "env-kwargs-list": ({"env_kwargs": [1]}, r"env_kwargs must be a dict with string keys"),
+    "extra-int-keys": ({"extra": {1: "x"}}, r"extra must be a dict with string keys"),
+    "learner-list": ({"learner": ["logit_q"]}, r"learner must be a dict or None"),
+    "learner-no-name": ({"learner": {"params": {}}}, r"learner must have a 'name' string"),
+    "learner-unknown": ({"learner": {"name": "logit_qq"}}, r"unknown learner 'logit_qq'.*register_learner"),
+    "learner-params": ({"learner": {"name": "logit_q", "params": [1]}}, r"learner\['params'\] must be a dict"),
+    "learner-bad-value": ({"learner": {"name": "logit_q", "params": {"alpha": -1.0}}}, r"not describe a valid"),
+    "seed-string": ({"seed": "abc"}, r"seed must be an integer in \[0, 2\*\*64\); got 'abc' \(str\)"),
+    "seed-float": ({"seed": 1e40}, r"seed must be an integer in \[0, 2\*\*64\); got 1e\+40 \(float\)"),
+    "seed-negative": ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*64\)"),
+    "seed-2**64": ({"seed": 2**64}, r"seed must be an integer in \[0, 2\*\*64\)"),
+    "seed-bool": ({"seed": True}, r"seed must be an integer"),
+    "version-zero": ({"schema_version": 0}, r"schema_version must be a positive integer; got 0"),
+    "package-version": ({"package_version": 1}, r"package_version must be a str"),
+    "deep-extra": ({"extra": {"x": json.loads("[" * 40 + "]" * 40)}}, r"extra is nested more than 31 levels"),
+}
+
+
+@pytest.mark.parametrize("change, message", BAD_METADATA.values(), ids=BAD_METADATA.keys())
+def test_metadata_validates_every_field(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(TraceDatasetError, match=message):
+        TraceMetadata(**{"n_agents": 3, "n_actions": 6, **change})
+
+
+def test_metadata_self_reference_is_refused() -> None:
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    with pytest.raises(TraceDatasetError, match="refers to itself"):
+        TraceMetadata(3, 6, extra=loop)
+
+
+def test_metadata_normalises_numpy_integers() -> None:
+    meta = TraceMetadata(np.int64(3), np.int32(6), seed=np.uint64(2**64 - 1))  # type: ignore[arg-type]
+    assert (type(meta.n_agents), type(meta.n_actions), type(meta.seed)) == (int, int, int)
+    assert meta.seed == 2**64 - 1
+
+
+def test_from_dict_refuses_non_dicts() -> None:
+    with pytest.raises(TraceDatasetError, match="trace metadata must be a dict; got"):
+        TraceMetadata.from_dict([1, 2])  # type: ignore[arg-type]
+
+
+# -- differences -------------------------------------------------------------------------------
+def test_differences_of_equal_datasets_is_empty() -> None:
+    assert make_dataset().differences(make_dataset()) == []
+    assert make_dataset(rewards=False).differences(make_dataset(rewards=False)) == []
+
+
+def test_differences_name_the_cells() -> None:
+    left = make_dataset()
+    actions = left.actions.copy()
+    actions[1, 2, 0] = (actions[1, 2, 0] + 1) % 6
+    actions[3, 4, 2] = (actions[3, 4, 2] + 2) % 6
+    assert left.rewards is not None
+    rewards = left.rewards.copy()
+    rewards[0, 1, 1] = np.nextafter(rewards[0, 1, 1], np.float32(np.inf))  # one ulp: only full precision tells
+    right = TraceDataset(actions, left.metadata, rewards)
+    assert left != right and repr(left) == repr(right)
+    lines = left.differences(right)
+    assert lines == [
+        "actions differ in 2 of 60 cells:",
+        f"  episode 1, round 2, agent 0: {left.actions[1, 2, 0]} != {actions[1, 2, 0]}",
+        f"  episode 3, round 4, agent 2: {left.actions[3, 4, 2]} != {actions[3, 4, 2]}",
+        "rewards differ in 1 of 60 cells:",
+        f"  episode 0, round 1, agent 1: {left.rewards[0, 1, 1]!s} != {rewards[0, 1, 1]!s}",  # float32 precision
+    ]
+    assert str(left.rewards[0, 1, 1]) != str(rewards[0, 1, 1])
+
+
+def test_differences_are_capped_at_max_items() -> None:
+    left = make_dataset()
+    right = TraceDataset((left.actions + 1) % 6, left.metadata, left.rewards)
+    lines = left.differences(right, max_items=3)
+    assert lines[0] == "actions differ in 60 of 60 cells:"
+    assert len(lines) == 5 and lines[-1] == "  ... and 57 more"
+
+
+def test_differences_in_shapes_rewards_and_metadata() -> None:
+    base = make_dataset()
+    assert base.differences(make_dataset(n_rounds=6)) == [
+        "actions shapes differ: (4, 5, 3) != (4, 6, 3) (episodes, rounds, agents)",
+        "rewards shapes differ: (4, 5, 3) != (4, 6, 3) (episodes, rounds, agents)",
+        "metadata.env_kwargs['n_rounds']: 5 != 6",
+    ]
+    assert base.differences(make_dataset(rewards=False)) == [
+        "rewards: the left dataset has rewards, the right has none"
+    ]
+    other = make_dataset(seed=0, env_id="mechgym/PublicGoods-v0", extra={"note": "changed"})
+    assert base.differences(TraceDataset(base.actions, other.metadata, base.rewards)) == [
+        "metadata.env_id: 'mechgym/Congestion-v0' != 'mechgym/PublicGoods-v0'",
+        "metadata.extra['note']: 'test' != 'changed'",
+        "metadata.extra['values']: [1, 2.5, None] != (missing)",
+    ]
+    assert base.differences("not a dataset") == ["the other object is a str, not a TraceDataset"]  # type: ignore[arg-type]
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 3), n_rounds=st.integers(4, 5), rewards=st.booleans(), env=st.sampled_from([ENV_ID, None]))
+def test_differences_are_empty_exactly_when_equal(seed: int, n_rounds: int, rewards: bool, env: str | None) -> None:
+    left = make_dataset()
+    right = make_dataset(seed=seed, n_rounds=n_rounds, rewards=rewards, env_id=env)
+    assert (left.differences(right) == []) == (left == right)
+
+
+def test_failed_equality_assertion_says_where() -> None:
+    """tests/conftest.py's pytest_assertrepr_compare explains ``assert a == b`` between datasets."""
+    left = make_dataset()
+    actions = left.actions.copy()
+    actions[2, 0, 1] = (actions[2, 0, 1] + 1) % 6
+    right = TraceDataset(actions, left.metadata, left.rewards)
+    with pytest.raises(AssertionError) as info:
+        assert left == right
+    text = str(info.value)
+    assert "actions differ in 1 of 60 cells:" in text
+    assert f"episode 2, round 0, agent 1: {left.actions[2, 0, 1]} != {actions[2, 0, 1]}" in text

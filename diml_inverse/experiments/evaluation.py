@@ -85,7 +85,7 @@ def simulated_actions(
     stream = derive_seed(seed, purpose)
     small = mechanism.n_joint_actions <= mechanism.max_table_size
     chunk = n_episodes if small else max(1, SIMULATION_ROWS // mechanism.n_actions**2)
-    counterfactuals = _counterfactual_lookup(mechanism) if small else mechanism.counterfactual_payoffs
+    counterfactuals = _counterfactual_lookup(mechanism) if small else mechanism.counterfactual_payoffs_batch_invariant
     pieces = []
     for start in range(0, n_episodes, chunk):
         count = min(chunk, n_episodes - start)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mechgym.mechanisms.base import AnonymousMechanism, rowwise_linear, seeded_init
+from mechgym.validation import check_int
 
 
 def default_anonymous_embed_dim(n_actions: int) -> int:
@@ -44,8 +45,14 @@ class AnonymousCountMechanism(AnonymousMechanism):
         seed: int | None = 0,
     ) -> None:
         super().__init__(n_agents, n_actions)
-        self.embed_dim = int(embed_dim) if embed_dim is not None else default_anonymous_embed_dim(self.n_actions)
-        self.hidden = int(hidden)
+        self.embed_dim = (
+            check_int(embed_dim, "embed_dim", low=1)
+            if embed_dim is not None
+            else default_anonymous_embed_dim(self.n_actions)
+        )
+        self.hidden = check_int(hidden, "hidden", low=1)
+        a, e, h = self.n_actions, self.embed_dim, self.hidden
+        self.check_parameter_memory(a * e + (e + a + 1) * h + (h + 1) * h + h + 1)
         with seeded_init(seed):
             self.embedding = nn.Embedding(self.n_actions, self.embed_dim)
             self.layer1 = nn.Linear(self.embed_dim + self.n_actions, self.hidden)

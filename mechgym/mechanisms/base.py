@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from mechgym.errors import ConfigurationError, InvalidActionError
+from mechgym.memory import check_memory
+from mechgym.validation import COUNTER_LIMIT, check_int, check_seed
 
 #: Games with at most this many joint actions evaluate counterfactuals by gathering from a payoff table.
 DEFAULT_MAX_TABLE_SIZE = 4096
@@ -94,14 +96,10 @@ class Mechanism(nn.Module):
 
     def __init__(self, n_agents: int, n_actions: int) -> None:
         super().__init__()
-        if int(n_agents) < 2:
-            raise ConfigurationError(f"a mechanism needs at least 2 agents; got n_agents={n_agents}")
-        if int(n_actions) < 2:
-            raise ConfigurationError(f"a mechanism needs at least 2 actions; got n_actions={n_actions}")
-        self.n_agents = int(n_agents)
-        self.n_actions = int(n_actions)
+        self.n_agents = check_int(n_agents, "n_agents", low=2, high=COUNTER_LIMIT)
+        self.n_actions = check_int(n_actions, "n_actions", low=2, high=2**31)
         self._frozen = False
-        self._table_cache: dict[tuple[str, torch.dtype], Tensor] = {}
+        self._table_cache: dict[tuple[str, torch.dtype], tuple[Tensor, list[Tensor]]] = {}
 
     # -- the interface -------------------------------------------------------------------------
     def forward(self, joint_actions: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -128,6 +126,42 @@ class Mechanism(nn.Module):
             return gather_counterfactuals(self.payoff_table(), joint_actions, self.n_actions, agents)
         return self._structured_counterfactual_payoffs(joint_actions, agents)
 
+    def counterfactual_payoffs_batch_invariant(self, joint_actions: Tensor) -> Tensor:
+        """:meth:`counterfactual_payoffs` whose every value is independent of the batch it is computed in.
+
+        A matrix product's rounding depends on how many rows it gets (and on the thread count and the BLAS
+        kernel chosen for that shape), so the same joint action can get payoffs that differ in the last bit in
+        a one-episode environment step and in a batched rollout. Here every value comes from a call of one fixed
+        shape: games with a payoff table gather from the table (one forward pass over every joint action);
+        other games evaluate each *distinct* unit of the batch on its own — the others' action counts in
+        anonymous games, the joint action otherwise. The environment's ``step``, :func:`mechgym.rollout` and
+        every simulation use this, so they are bit-identical at any batch size and thread count.
+
+        Args:
+            joint_actions: LongTensor ``[..., N]``.
+
+        Returns:
+            ``[..., N, A]``, equal to :meth:`counterfactual_payoffs` up to float rounding.
+        """
+        if self._use_table(joint_actions):
+            return gather_counterfactuals(self.payoff_table(), joint_actions, self.n_actions)
+        flat = joint_actions.reshape(-1, self.n_agents)
+        units, inverse = torch.unique(self._invariance_units(flat), dim=0, return_inverse=True)
+        per_unit = torch.cat([self._unit_counterfactuals(units[k : k + 1]) for k in range(units.shape[0])])
+        return self._expand_units(per_unit, inverse, flat).reshape(*joint_actions.shape, self.n_actions)
+
+    def _invariance_units(self, flat_joint_actions: Tensor) -> Tensor:
+        """The rows ``[B, ...]`` whose distinct values :meth:`counterfactual_payoffs_batch_invariant` evaluates."""
+        return flat_joint_actions
+
+    def _unit_counterfactuals(self, unit: Tensor) -> Tensor:
+        """The counterfactual payoffs of one unit ``[1, ...]`` (a joint action here): ``[1, N, A]``."""
+        return self._structured_counterfactual_payoffs(unit)
+
+    def _expand_units(self, per_unit: Tensor, inverse: Tensor, flat_joint_actions: Tensor) -> Tensor:
+        """Counterfactual payoffs ``[B, N, A]`` of the batch from those of its distinct units."""
+        return per_unit[inverse]
+
     def counterfactual_payoffs_generic(self, joint_actions: Tensor, agents: Tensor | None = None) -> Tensor:
         """Reference implementation of :meth:`counterfactual_payoffs`: one forward pass over ``[..., K, A, N]``."""
         n, a = self.n_agents, self.n_actions
@@ -143,19 +177,32 @@ class Mechanism(nn.Module):
     def payoff_table(self) -> Tensor:
         """Payoffs of every joint action, ``[A**N, N]`` in the order of :func:`all_joint_actions`.
 
-        Cached while the mechanism is frozen.
+        Cached while the mechanism is frozen, for the device, the dtype and the exact values of every parameter
+        and buffer: the cache keeps a copy of them and is used only while they are unchanged (so an in-place
+        change of a weight, even through ``.data``, recomputes the table). Never cached while a parameter
+        requires gradients and gradient recording is on (the table must then carry its graph).
         """
         if self.n_joint_actions > max(self.max_table_size, 1 << 20):
             raise ConfigurationError(
                 f"{type(self).__name__} has {self.n_actions}**{self.n_agents} joint actions: too many for a table"
             )
         device = self._device()
+        cacheable = self._frozen and not (
+            torch.is_grad_enabled() and any(parameter.requires_grad for parameter in self.parameters())
+        )
         key = (str(device), self._dtype())
-        if self._frozen and key in self._table_cache:
-            return self._table_cache[key]
+        tensors = [tensor.detach() for tensor in (*self.parameters(), *self.buffers())]
+        cached = self._table_cache.get(key) if cacheable else None
+        if cached is not None:
+            table, snapshot = cached
+            if len(snapshot) == len(tensors) and all(
+                old.shape == new.shape and torch.equal(old, new) for old, new in zip(snapshot, tensors, strict=True)
+            ):
+                return table
         table = self(all_joint_actions(self.n_agents, self.n_actions, device))
-        if self._frozen:
-            self._table_cache[key] = table
+        if cacheable:
+            table = table.detach()
+            self._table_cache = {key: (table, [tensor.clone() for tensor in tensors])}
         return table
 
     def freeze(self) -> Mechanism:
@@ -173,6 +220,22 @@ class Mechanism(nn.Module):
         return self._frozen
 
     # -- helpers for subclasses ----------------------------------------------------------------
+    def check_parameter_memory(self, n_parameters: int) -> None:
+        """Refuse (:class:`~mechgym.memory.MemoryBudgetError`) before allocating parameters that cannot fit.
+
+        Call it in ``__init__`` before building the layers, with the number of float32 parameters they hold.
+        Under ``with torch.device("meta"):`` (a skeleton that allocates nothing, as ``fit``'s own estimate
+        builds) there is nothing to check.
+        """
+        if torch.empty(0).device.type == "meta":
+            return
+        check_memory(
+            4.0 * n_parameters,
+            f"{type(self).__name__} with {self.n_agents} agents x {self.n_actions} actions "
+            f"({n_parameters:,} parameters)",
+            option=None,
+        )
+
     def _structured_counterfactual_payoffs(self, joint_actions: Tensor, agents: Tensor | None = None) -> Tensor:
         """The fastest non-table path; the generic enumeration unless a subclass knows better."""
         return self.counterfactual_payoffs_generic(joint_actions, agents)
@@ -253,6 +316,15 @@ class AnonymousMechanism(Mechanism):
                 chunks.append(self.counterfactual_rows(chunk))
         return torch.cat(chunks).reshape(*counts.shape, self.n_actions)
 
+    def _invariance_units(self, flat_joint_actions: Tensor) -> Tensor:
+        return action_counts(flat_joint_actions, self.n_actions, self._dtype())
+
+    def _unit_counterfactuals(self, unit: Tensor) -> Tensor:
+        return self.counterfactual_rows(unit)  # [1, A_own, A_alt]
+
+    def _expand_units(self, per_unit: Tensor, inverse: Tensor, flat_joint_actions: Tensor) -> Tensor:
+        return per_unit[inverse[:, None], flat_joint_actions]  # [B, N, A]: row (own action) of the round's unit
+
     def _structured_counterfactual_payoffs(self, joint_actions: Tensor, agents: Tensor | None = None) -> Tensor:
         counts = action_counts(joint_actions, self.n_actions, self._dtype())
         rows = self.counterfactual_rows_chunked(counts)  # [..., A_own, A_alt]
@@ -288,6 +360,7 @@ def seeded_init(seed: int | None) -> Iterator[None]:
     if seed is None:
         yield
         return
+    seed = check_seed(seed, "the mechanism seed")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+        torch.manual_seed(seed)
         yield

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mechgym.errors import ConfigurationError
 from mechgym.mechanisms.base import AnonymousMechanism
+from mechgym.validation import check_seed
 
 Pricing = Literal["toll", "subsidy"]
 
@@ -36,7 +37,7 @@ class CongestionMechanism(AnonymousMechanism):
         if pricing not in ("toll", "subsidy"):
             raise ConfigurationError(f"pricing must be 'toll' or 'subsidy'; got {pricing!r}")
         self.pricing: Pricing = pricing
-        generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        generator = torch.Generator().manual_seed(check_seed(seed, "the mechanism seed")) if seed is not None else None
         draw = lambda low, high: low + (high - low) * torch.rand(self.n_actions, generator=generator)  # noqa: E731
         self.c1 = nn.Parameter(draw(0.1, 0.4))
         self.c2 = nn.Parameter(draw(0.05, 0.15))

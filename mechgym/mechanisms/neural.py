@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mechgym.mechanisms.base import Mechanism, seeded_init
+from mechgym.validation import check_int
 
 
 def default_embed_dim(n_actions: int) -> int:
@@ -41,8 +42,12 @@ class NeuralJointMechanism(Mechanism):
         seed: int | None = 0,
     ) -> None:
         super().__init__(n_agents, n_actions)
-        self.embed_dim = int(embed_dim) if embed_dim is not None else default_embed_dim(self.n_actions)
-        self.hidden = int(hidden)
+        self.embed_dim = (
+            check_int(embed_dim, "embed_dim", low=1) if embed_dim is not None else default_embed_dim(self.n_actions)
+        )
+        self.hidden = check_int(hidden, "hidden", low=1)
+        n, a, d, h = self.n_agents, self.n_actions, self.embed_dim, self.hidden
+        self.check_parameter_memory(n * a * d + (n * d + 1) * h + (h + 1) * h + (h + 1) * n)
         with seeded_init(seed):
             # one table holds every agent's embeddings: row i*A + a is agent i's embedding of action a
             self.embedding = nn.Embedding(self.n_agents * self.n_actions, self.embed_dim)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mechgym.mechanisms.base import AnonymousMechanism, rowwise_linear, seeded_init
+from mechgym.validation import check_int
 
 
 class PublicGoodsMechanism(AnonymousMechanism):
@@ -42,7 +43,7 @@ class PublicGoodsMechanism(AnonymousMechanism):
         seed: int | None = 0,
     ) -> None:
         super().__init__(n_agents, n_actions)
-        self.hidden = int(hidden)
+        self.hidden = check_int(hidden, "hidden", low=1)
         self.k = nn.Parameter(torch.tensor(float(k)))
         self.scale = nn.Parameter(torch.tensor(float(scale)))
         self.cost = nn.Parameter(torch.tensor(float(cost)))

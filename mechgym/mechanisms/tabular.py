@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mechgym.errors import ConfigurationError
 from mechgym.mechanisms.base import Mechanism
+from mechgym.validation import check_seed
 
 #: The largest table :class:`TabularMechanism` will allocate.
 MAX_TABULAR_JOINT_ACTIONS = 1 << 20
@@ -44,7 +45,9 @@ class TabularMechanism(Mechanism):
         if init == "zeros":
             table = torch.zeros(shape)
         else:
-            generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+            generator = (
+                torch.Generator().manual_seed(check_seed(seed, "the mechanism seed")) if seed is not None else None
+            )
             table = torch.randn(shape, generator=generator)
         self.table = nn.Parameter(table)
         strides = self.n_actions ** torch.arange(self.n_agents - 1, -1, -1)
