@@ -2,9 +2,9 @@
 
 One training step's likelihood work: forward and backward of the mean negative log-likelihood of a
 minibatch of action traces, for the E1–E3 model sizes and anonymous games from 40x10 to 1,000x100. The
-baseline is the loop of the published code (tests/reference.py): one mechanism call per (round, agent) on
-that agent's counterfactual joint actions, batched over episodes. Throughput is in agent-rounds per second:
-the ``E x (T-1) x N`` likelihood terms of one forward+backward divided by its time.
+baseline is the loop of the published code (``diml_inverse.testing.reference``): one mechanism call per
+(round, agent) on that agent's counterfactual joint actions, batched over episodes. Throughput is in
+agent-rounds per second: the ``E x (T-1) x N`` likelihood terms of one forward+backward divided by its time.
 
 In the anonymous games the loop is far too slow (and its autograd graph far too large) for a whole
 minibatch, so it is timed on a slice: a few episodes and rounds and, from 300x40 up, only the first few
@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import importlib
 import statistics
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +38,9 @@ from _common import describe_machine, seconds
 from torch import Tensor
 
 from diml_inverse.likelihood import log_likelihood
+from diml_inverse.testing import step_by_step_log_likelihood
 from mechgym.learners import LogitQ
 from mechgym.mechanisms import AnonymousCountMechanism, Mechanism, NeuralJointMechanism
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-step_by_step_log_likelihood = importlib.import_module("reference").step_by_step_log_likelihood
 
 E1_E3_LEARNER = LogitQ(alpha=0.25, beta=3.0, epsilon=0.06)
 E4_LEARNER = LogitQ(alpha=0.2, beta=6.0, epsilon=0.02)
@@ -55,7 +51,7 @@ class Workload:
     """One minibatch: a model of the given size and ``n_episodes x n_rounds`` traces.
 
     The loop (if ``loop``) runs on the slice ``loop_episodes x loop_rounds`` (``None``: the whole minibatch's)
-    of the same traces, for the first ``loop_agents`` agents (``None``: all, with tests/reference.py itself).
+    of the same traces, for the first ``loop_agents`` agents (``None``: all, with the reference itself).
     """
 
     name: str
@@ -231,7 +227,8 @@ def run(workload: Workload, device: torch.device, quick: bool, seed: int) -> Tim
     parallel_step, loop_step = training_step(mechanism, parallel), training_step(mechanism, loop)
     warmup, peak_mib = peak_memory_mib(parallel_step, device)
     if time_loop:
-        # the two agree (tests/test_likelihood.py); check the slice here so that the timings compare like with like
+        # the two agree (tests/diml_inverse/test_likelihood.py); check the slice here so that the timings compare
+        # like with like
         with torch.no_grad():
             expected = log_likelihood(mechanism, actions, learner, reduction="none", validate=False)
             torch.testing.assert_close(loop_terms_of(), expected[:loop_e, : loop_t - 1, :loop_n], rtol=1e-4, atol=1e-5)

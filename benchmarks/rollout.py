@@ -1,6 +1,6 @@
 """Rollout throughput: the vectorised ``mechgym.rollout`` against the plain PettingZoo loop.
 
-Both record the same traces (bit-identical, see tests/test_rollout.py): ``play_episodes`` steps the
+Both record the same traces (bit-identical, see tests/mechgym/test_rollout.py): ``play_episodes`` steps the
 ParallelEnv once per round with one ``LearnerPolicy`` per agent; ``rollout`` simulates all episodes and agents
 at once. Figures are agent-steps per second (episodes x rounds x agents / seconds), median of repeats, both
 measured in the same process.

@@ -6,7 +6,10 @@
 >>> result.payoff_differences(traces.actions_tensor()[0, :5])
 """
 
-from diml_inverse.fit import FitConfig, FitDivergedError, FitInterrupted, estimate_fit_memory, fit
+from diml_inverse.config import FitConfig
+from diml_inverse.errors import FitDivergedError
+from diml_inverse.fit import FitInterrupted, fit
+from diml_inverse.fit_options import estimate_fit_memory
 from diml_inverse.likelihood import log_likelihood
 from diml_inverse.models import build_model
 from diml_inverse.result import FitFileError, FitResult, load

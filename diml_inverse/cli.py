@@ -9,7 +9,8 @@ Examples::
     diml fit ppo.parquet --learner hedge --eta 0.05 -o ppo-fit.pt   # SB3 traces record no learning model
 
 ``diml fit`` never writes over its input and replaces an existing output only with ``--overwrite``; Ctrl-C
-saves the best epoch so far. Every option's default is in ``diml COMMAND --help``.
+saves the best epoch so far. Every option's default is in ``diml COMMAND --help``; the options of ``diml fit``
+are the fields of :class:`~diml_inverse.config.FitConfig` (``--batch-size`` sets ``batch_size``).
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from diml_inverse.fit import FitDivergedError, FitInterrupted
+from diml_inverse.config import FitConfig
+from diml_inverse.errors import FitDivergedError
+from diml_inverse.fit import FitInterrupted
 from diml_inverse.fit_options import unrecorded_learner_note
-from diml_inverse.models import MODEL_NAMES
 from mechgym.cli_support import (
     EXIT_INTERRUPTED,
     HelpFormatter,
     add_command,
+    add_dataclass_arguments,
     add_learner_arguments,
     add_version_and_verbose,
     check_output_path,
+    dataclass_from_args,
     learner_from_args,
     parse_args,
     run_command,
@@ -74,6 +78,7 @@ def _fit(args: argparse.Namespace) -> int:
     from mechgym.traces import load_traces
 
     output = check_output_path(args.output, inputs=[args.traces], overwrite=args.overwrite)  # before the work
+    config = dataclass_from_args(FitConfig, args, progress=args.progress and not args.quiet)
     traces = load_traces(args.traces, env_id=args.env)
     learner = learner_from_args(args, traces.learner(), f"the learner recorded in {args.traces}")
     if learner is None:
@@ -81,34 +86,14 @@ def _fit(args: argparse.Namespace) -> int:
     if args.test_fraction:
         traces, _ = traces.split(1.0 - args.test_fraction)
     try:
-        result = fit(
-            args.env,
-            traces,
-            model=args.model,
-            learner=learner,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            valid_fraction=args.valid_fraction,
-            patience=args.patience,
-            device=args.device,
-            seed=args.seed,
-            learn_alpha=args.learn_alpha,
-            learn_epsilon=args.learn_epsilon,
-            learn_q0=args.learn_q0,
-            agent_batch_size=args.agent_batch_size,
-            round_window=args.round_window,
-            burn_in=args.burn_in,
-            compile=args.compile,
-            progress=not args.quiet,
-        )
+        result = fit(args.env, traces, learner=learner, config=config)
     except FitInterrupted as interrupted:
         return _save_interrupted(output, interrupted)
     path = result.save(output)
     last = result.history[result.selected_epoch - 1]
     nll = ", ".join(f"{key} {last[key]:.4f}" for key in ("train_nll", "valid_nll") if key in last)
     print(
-        f"fitted {result.config['model']} on {result.env_id} ({traces.n_episodes} episodes) assuming "
+        f"fitted {result.model_name} on {result.env_id} ({traces.n_episodes} episodes) assuming "
         f"{result.learner.name}; epoch {result.selected_epoch} of {len(result.history)}: {nll}; wrote {path}"
     )
     return 0
@@ -119,6 +104,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from diml_inverse import metrics
     from diml_inverse.result import load
+    from mechgym.devices import device_of
     from mechgym.registration import make
     from mechgym.traces import load_traces
 
@@ -132,10 +118,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         test = load_traces(args.traces, env_id=env_id)
         if args.test_fraction:
             _, test = test.split(1.0 - args.test_fraction)
-        env_kwargs = dict(result.config.get("env_kwargs", {}))
+        env_kwargs = dict(result.env_kwargs)
         if args.truth_seed is not None:
             env_kwargs["mechanism_seed"] = args.truth_seed
-        truth = make(env_id, **env_kwargs).mechanism.to(result.mechanism._device())
+        truth = make(env_id, **env_kwargs).mechanism.to(device_of(result.mechanism))
         generating = test.learner() or result.learner
         bar.update()
         bar.set_postfix_str("the truth's counterfactual play")
@@ -180,61 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("traces", type=Path, help="a .parquet or .npz file from `mechgym record`")
     fit.add_argument("--env", default=None, help="environment id (default: the one recorded in the traces)")
-    fit.add_argument(
-        "--model",
-        default="auto",
-        choices=list(MODEL_NAMES),
-        help="model family: auto picks neural, or anonymous for large anonymous games; tabular is Tabular MLE, "
-        "structured the game's own family from a random start (StructMLE)",
-    )
     add_learner_arguments(
         fit,
         learner_help="the learning model to assume: needed for traces that record none (Stable-Baselines3 "
         "agents); a rule other than the recorded one makes a misspecified fit (DIML-Wrong)",
         default_learner="the learner recorded in the traces",
     )
-    fit.add_argument("--epochs", type=int, default=100, help="passes over the training episodes")
-    fit.add_argument("--batch-size", type=int, default=32, help="episodes (or round windows) per minibatch")
-    fit.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    fit.add_argument("--valid-fraction", type=float, default=0.2, help="share of episodes held out to select the epoch")
+    add_dataclass_arguments(
+        fit,
+        FitConfig,
+        title="fit options",
+        description="The fields of diml_inverse.FitConfig, as fit(...) takes them (docs/inverse.md).",
+    )
     fit.add_argument(
         "--test-fraction",
         type=float,
         default=0.0,
         help="leave the last share of episodes out entirely (for `diml evaluate --test-fraction`)",
     )
-    fit.add_argument(
-        "--patience",
-        type=int,
-        default=None,
-        help="stop after this many epochs without a better held-out likelihood (default: run every epoch)",
-    )
-    fit.add_argument("--learn-alpha", action="store_true", help="learn the learning rate alpha jointly (logit-q)")
-    fit.add_argument(
-        "--learn-epsilon", action="store_true", help="learn the exploration rate epsilon jointly (logit-q)"
-    )
-    fit.add_argument("--learn-q0", action="store_true", help="learn the initial scores Q(1) per agent and action")
-    fit.add_argument(
-        "--agent-batch-size",
-        type=int,
-        default=None,
-        help="agents per minibatch, for large games (default: all agents)",
-    )
-    fit.add_argument(
-        "--round-window",
-        type=int,
-        default=None,
-        help="score windows of this many rounds, for long episodes (default: whole episodes)",
-    )
-    fit.add_argument(
-        "--burn-in",
-        type=int,
-        default=None,
-        help="rounds before each round window (default: enough for float32-exact windows)",
-    )
-    fit.add_argument("--compile", action="store_true", help="torch.compile each step (see docs/benchmarks.md)")
-    fit.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    fit.add_argument("--seed", type=int, default=0, help="seed of the model initialisation and minibatch order")
     fit.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     fit.add_argument("-o", "--output", type=Path, default=Path("fit.pt"), help="the fit file to write")
     fit.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")

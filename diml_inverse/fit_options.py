@@ -1,160 +1,32 @@
-"""The options of :func:`~diml_inverse.fit.fit`: the rule of each, their validation and the memory estimate.
+"""The checks of a fit's options that need the traces, and the memory estimate.
 
-:data:`FIT_OPTION_RULES` is the one place where the options are validated (:func:`check_fit_options`, before the
-traces are read); :func:`check_fit_options_against_traces` and :func:`check_assumed_learner` do the checks that
-need the traces; :func:`estimate_fit_memory` bounds the memory a fit would hold, from sizes alone, before
-anything is allocated.
+The options themselves are validated where they are made (:class:`~diml_inverse.config.FitConfig`);
+:func:`check_fit_options_against_traces` and :func:`check_assumed_learner` do the checks that need the traces;
+:func:`estimate_fit_memory` bounds the memory a fit would hold, from sizes alone, before anything is allocated.
 """
 
 from __future__ import annotations
 
-import inspect
-import math
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from diml_inverse.likelihood import _trace_log_probs_for
-from diml_inverse.models import MODEL_NAMES, activation_elements
-from mechgym.devices import resolve_device
-from mechgym.errors import ConfigurationError, suggest
-from mechgym.learners import Learner, LogitQ
+from diml_inverse.dynamics import dynamics_for
+from diml_inverse.models import activation_elements
+from mechgym.errors import ConfigurationError
+from mechgym.learners import Learner
 from mechgym.mechanisms import Mechanism
 from mechgym.memory import format_bytes
 from mechgym.traces import TraceDataset
 
 __all__ = [
-    "FIT_OPTION_RULES",
     "FIT_OVERHEAD_BYTES",
     "LIKELIHOOD_COPIES",
     "PARAMETER_COPIES",
     "FitMemoryEstimate",
-    "OptionRule",
     "check_assumed_learner",
-    "check_fit_options",
     "check_fit_options_against_traces",
     "estimate_fit_memory",
+    "unrecorded_learner_note",
 ]
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    """A finite int or float (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_keywords(value: object) -> bool:
-    return value is None or (isinstance(value, Mapping) and all(isinstance(key, str) for key in value))
-
-
-def _device_problem(value: object) -> str:
-    """Why ``value`` is not a usable device (``""`` when it is)."""
-    try:
-        resolve_device(value)  # type: ignore[arg-type]
-    except ConfigurationError as error:
-        return str(error)
-    return ""
-
-
-def _model_problem(value: object) -> str:
-    if isinstance(value, str):
-        return f"{suggest(value, MODEL_NAMES, 'model')} Pass one of those names or a mechgym Mechanism instance."
-    return (
-        f"model must be one of {', '.join(map(repr, MODEL_NAMES))} or a mechgym Mechanism instance; got {value!r} "
-        f"({type(value).__name__})"
-    )
-
-
-@dataclass(frozen=True)
-class OptionRule:
-    """What one option of :func:`~diml_inverse.fit.fit` accepts.
-
-    Attributes:
-        expected: The accepted values, as the error message states them (``"an integer >= 1"``).
-        accepts: Whether a value is accepted.
-        explain: Builds the whole message for a refused value instead (a did-you-mean, the device's reason).
-    """
-
-    expected: str
-    accepts: Callable[[Any], bool]
-    explain: Callable[[Any], str] | None = None
-
-
-_INT = "(a Python int, not a bool)"
-#: The rule of every option of :func:`~diml_inverse.fit.fit` but ``traces``: the one place where they are validated.
-FIT_OPTION_RULES: dict[str, OptionRule] = {
-    "env_id": OptionRule("None or a registered environment id", lambda v: v is None or isinstance(v, str)),
-    "model": OptionRule(
-        "a model name or a Mechanism instance",
-        lambda v: isinstance(v, Mechanism) or (isinstance(v, str) and v in MODEL_NAMES),
-        _model_problem,
-    ),
-    "learner": OptionRule(
-        "None or a mechgym Learner (e.g. LogitQ(...))", lambda v: v is None or isinstance(v, Learner)
-    ),
-    "epochs": OptionRule(f"an integer >= 1 {_INT}", lambda v: _is_int(v) and v >= 1),
-    "batch_size": OptionRule(f"an integer >= 1 {_INT}", lambda v: _is_int(v) and v >= 1),
-    "lr": OptionRule("a finite number > 0", lambda v: _is_number(v) and v > 0),
-    "weight_decay": OptionRule("a finite number >= 0", lambda v: _is_number(v) and v >= 0),
-    "payoff_l2": OptionRule("a finite number >= 0", lambda v: _is_number(v) and v >= 0),
-    "grad_clip": OptionRule(
-        "None (no clipping) or a finite number > 0 (the largest gradient norm)",
-        lambda v: v is None or (_is_number(v) and v > 0),
-    ),
-    "valid_fraction": OptionRule("a finite number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
-    "patience": OptionRule(f"None or an integer >= 1 {_INT}", lambda v: v is None or (_is_int(v) and v >= 1)),
-    "select": OptionRule("'best_valid' or 'last'", lambda v: isinstance(v, str) and v in ("best_valid", "last")),
-    "learn_q0": OptionRule("True or False", lambda v: isinstance(v, bool)),
-    "learn_alpha": OptionRule("True or False", lambda v: isinstance(v, bool)),
-    "learn_epsilon": OptionRule("True or False", lambda v: isinstance(v, bool)),
-    "device": OptionRule("'auto', 'cpu', 'cuda' or 'cuda:N'", lambda v: not _device_problem(v), _device_problem),
-    "seed": OptionRule(f"an integer in [0, 2**64) {_INT}", lambda v: _is_int(v) and 0 <= v < 2**64),
-    "progress": OptionRule("True or False", lambda v: isinstance(v, bool)),
-    "model_kwargs": OptionRule("None or a dict of constructor arguments with string keys", _is_keywords),
-    "env_kwargs": OptionRule("None or a dict of environment arguments with string keys", _is_keywords),
-    "callback": OptionRule("None or a callable callback(epoch, mechanism) -> dict", lambda v: v is None or callable(v)),
-    "agent_batch_size": OptionRule(f"None or an integer >= 1 {_INT}", lambda v: v is None or (_is_int(v) and v >= 1)),
-    "round_window": OptionRule(f"None or an integer >= 1 {_INT}", lambda v: v is None or (_is_int(v) and v >= 1)),
-    "burn_in": OptionRule(f"None or an integer >= 0 {_INT}", lambda v: v is None or (_is_int(v) and v >= 0)),
-    "compile": OptionRule("True or False", lambda v: isinstance(v, bool)),
-    "check_memory": OptionRule("True or False", lambda v: isinstance(v, bool)),
-}
-
-
-def check_fit_options(**options: Any) -> None:
-    """Check options of :func:`~diml_inverse.fit.fit`, given by name, each against its rule in :data:`FIT_OPTION_RULES`.
-
-    Type (a bool is not an integer), finiteness and range of every number, the names of the model and the
-    device, then the options that depend on each other. The checks that need the traces (their sizes, the
-    learner) and the model family (``model_kwargs`` against its constructor) come later in
-    :func:`~diml_inverse.fit.fit`.
-
-    Args:
-        **options: Any of :func:`~diml_inverse.fit.fit`'s keyword options.
-
-    Raises:
-        ConfigurationError: naming the first refused option, what it accepts, what it got and a value to pass.
-    """
-    for name, value in options.items():
-        rule = FIT_OPTION_RULES.get(name)
-        if rule is None:
-            raise ConfigurationError(suggest(name, FIT_OPTION_RULES, "fit option"))
-        if rule.accepts(value):
-            continue
-        if rule.explain is not None:
-            raise ConfigurationError(rule.explain(value))
-        from diml_inverse.fit import fit  # deferred: fit imports this module; the default is read from its signature
-
-        default = inspect.signature(fit).parameters[name].default
-        raise ConfigurationError(
-            f"{name} must be {rule.expected}; got {value!r} ({type(value).__name__}). "
-            f"Pass e.g. {name}={default!r} (the default)"
-        )
-    if options.get("burn_in") is not None and "round_window" in options and options["round_window"] is None:
-        raise ConfigurationError("burn_in only applies to round windows; pass round_window=... as well")
 
 
 def check_fit_options_against_traces(valid_fraction: float, n_episodes: int, n_rounds: int) -> None:
@@ -201,7 +73,9 @@ def check_assumed_learner(
         ``assumed``.
 
     Raises:
-        ConfigurationError: no learner, one without a parallel likelihood, or parameters it cannot learn.
+        ConfigurationError: no learner, one without a parallel likelihood (no registered
+            :func:`~diml_inverse.dynamics.dynamics_for` entry), or parameters it cannot learn (not in its
+            ``learnable``).
     """
     if assumed is None:
         played_by = unrecorded_learner_note(traces)
@@ -210,19 +84,18 @@ def check_assumed_learner(
             "learner=LogitQ(alpha, beta, epsilon) or learner=Hedge(eta)"
         )
     try:
-        _trace_log_probs_for(assumed)
+        learnable = dynamics_for(assumed).learnable
     except ConfigurationError as error:
         raise ConfigurationError(f"fit cannot assume this learner: {error}") from None
-    if not isinstance(assumed, LogitQ):
-        learned = [name for name, on in (("learn_alpha", learn_alpha), ("learn_epsilon", learn_epsilon)) if on]
-        if learn_q0 and "q0" not in assumed.params():
-            learned.append("learn_q0")
-        if learned:
-            raise ConfigurationError(
-                f"{' and '.join(learned)} {'is' if len(learned) == 1 else 'are'} not supported for the assumed "
-                f"{type(assumed).__name__} (its parameters: {sorted(assumed.params())}; only LogitQ learns alpha "
-                f"and epsilon); pass {', '.join(f'{name}=False' for name in learned)}"
-            )
+    asked = (("alpha", learn_alpha), ("epsilon", learn_epsilon), ("q0", learn_q0))
+    refused = [f"learn_{name}" for name, on in asked if on and name not in learnable]
+    if refused:
+        raise ConfigurationError(
+            f"{' and '.join(refused)} {'is' if len(refused) == 1 else 'are'} not supported for the assumed "
+            f"{type(assumed).__name__} (its parameters: {sorted(assumed.params())}; a fit can learn its "
+            f"{', '.join(sorted(learnable)) or 'none of q0, alpha and epsilon'}); "
+            f"pass {', '.join(f'{name}=False' for name in refused)}"
+        )
     return assumed
 
 

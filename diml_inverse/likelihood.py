@@ -9,24 +9,34 @@ those payoffs::
 so Algorithm 1's double loop over rounds and agents collapses into
 
 1. one batched :meth:`~mechgym.mechanisms.Mechanism.counterfactual_payoffs` call on ``[E, T-1, N]``,
-2. a causal exponential filter over rounds (a lower-triangular decay matrix product, chunked so that
-   memory stays linear in ``T``, the chunk-end states carried by the same filter one level up), and
+2. a causal filter over rounds (:func:`~diml_inverse.dynamics.filters.linear_filter`: a lower-triangular
+   decay matrix product, chunked so that memory stays linear in ``T``), and
 3. one vectorised log-policy (Eq. 3) gathered at the next observed actions.
+
+Steps 2 and 3 are the assumed learner's rule, looked up with :func:`~diml_inverse.dynamics.dynamics_for`
+(logit-Q, Hedge, smooth fictitious play and bandit-Q are built in; :func:`~diml_inverse.dynamics.register_dynamics`
+adds more). This module validates the inputs, evaluates the mechanism and reduces the terms.
 
 Shapes: ``E`` episodes, ``T`` rounds, ``N`` agents, ``A`` actions.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from diml_inverse.dynamics import _as_scalar as _scalar
-from diml_inverse.dynamics import _initial_state, bandit_q_trace_log_probs, hedge_log_probs, smooth_fp_log_probs
+from diml_inverse.dynamics import (
+    DEFAULT_CHUNK_SIZE,
+    WHOLE_HORIZON_MAX_ROUNDS,
+    counterfactual_scores,
+    dynamics_for,
+    linear_filter,
+)
+from mechgym.devices import device_of
 from mechgym.errors import ConfigurationError, InvalidActionError
-from mechgym.learners import BanditQ, Hedge, Learner, LogitQ, SmoothFP, logit_log_policy
+from mechgym.learners import Learner
 from mechgym.mechanisms import Mechanism, validate_joint_actions
 
 __all__ = [
@@ -38,180 +48,7 @@ __all__ = [
     "trace_terms",
 ]
 
-#: Horizons of at most this many updates are filtered in one piece (one ``T x T`` decay matrix).
-WHOLE_HORIZON_MAX_ROUNDS = 256
-#: Chunk length of the filter for longer horizons (memory ``O(E T N A + C^2)``).
-DEFAULT_CHUNK_SIZE = 128
-
 Reduction = Literal["sum", "mean", "none"]
-
-
-def _initial_scores(q0: Tensor | float, payoffs: Tensor) -> Tensor:
-    """``Q(1)`` broadcast to ``[E, N, A]`` for payoffs ``[E, T, N, A]``."""
-    n_episodes, _, n_agents, n_actions = payoffs.shape
-    return _initial_state(q0, n_episodes, n_agents, n_actions, payoffs)
-
-
-def _resolve_chunk_size(chunk_size: int | None, n_updates: int) -> int:
-    if chunk_size is None:
-        return max(n_updates, 1) if n_updates <= WHOLE_HORIZON_MAX_ROUNDS else DEFAULT_CHUNK_SIZE
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ConfigurationError(f"chunk_size must be None or an integer >= 1; got {chunk_size!r}")
-    return min(chunk_size, max(n_updates, 1))
-
-
-def linear_filter(inputs: Tensor, keep: Tensor, gain: Tensor, initial: Tensor, chunk_size: int) -> Tensor:
-    """Every state of ``x(t+1) = keep * x(t) + gain * u(t)``, ``x(1) = initial``, by a chunked causal filter.
-
-    ``output[:, k] = keep^(k+1) initial + gain * sum_{s<=k} keep^(k-s) inputs[:, s]``, the state after
-    ``k+1`` updates. Logit-Q (Eq. 2) is ``keep = 1 - alpha, gain = alpha``; cumulative-payoff rules
-    (Hedge) are ``keep = 1``.
-
-    Within a chunk of ``C`` rounds the filter is one product with a ``C x C`` lower-triangular decay
-    matrix, applied to all chunks at once. The states at the chunk ends follow the same recursion one
-    level up (decay ``keep^C``, gain 1), solved by the same function, so there is no loop over rounds or
-    chunks and memory is ``O(E T K + C^2)``.
-
-    Args:
-        inputs: ``u``, ``[E, T, K]`` (``K`` independent channels, e.g. ``N * A``).
-        keep: The decay, a 0-dim tensor.
-        gain: The input weight, a 0-dim tensor.
-        initial: ``x(1)``, ``[E, 1, K]``.
-        chunk_size: ``C`` (1 is taken as 2, so that each level shortens the horizon).
-
-    Returns:
-        States ``[E, T, K]``.
-    """
-    n_episodes, n_rounds, n_channels = inputs.shape
-    time_major = inputs.transpose(0, 1).reshape(n_rounds, n_episodes * n_channels)  # one GEMM over all channels
-    states = _time_major_filter(time_major, keep, gain, initial.reshape(n_episodes * n_channels), chunk_size)
-    return states.reshape(n_rounds, n_episodes, n_channels).transpose(0, 1)
-
-
-def _time_major_filter(inputs: Tensor, keep: Tensor, gain: Tensor, initial: Tensor, chunk_size: int) -> Tensor:
-    """:func:`linear_filter` on ``inputs [T, M]`` and ``initial [M]``."""
-    n_rounds, n_channels = inputs.shape
-    chunk = min(max(chunk_size, 2), n_rounds)
-    steps = torch.arange(chunk, device=inputs.device, dtype=inputs.dtype)
-    lags = steps[:, None] - steps[None, :]
-    # decay[j, s] = gain keep^(j - s) for s <= j; torch.pow keeps 0^0 = 1, so keep = 0 (alpha = 1) works
-    decay = torch.where(lags >= 0, gain * torch.pow(keep, lags.clamp(min=0)), torch.zeros_like(lags))
-    initial_decay = torch.pow(keep, steps + 1)[:, None]  # [C, 1]: keep^(j + 1)
-    if n_rounds <= chunk:
-        return decay @ inputs + initial_decay * initial
-
-    n_chunks = -(-n_rounds // chunk)
-    padded = torch.nn.functional.pad(inputs, (0, 0, 0, n_chunks * chunk - n_rounds))  # zeros after the end
-    blocks = padded.reshape(n_chunks, chunk, n_channels).transpose(0, 1).reshape(chunk, n_chunks * n_channels)
-    local = (decay @ blocks).reshape(chunk, n_chunks, n_channels)  # each chunk filtered from a zero state
-    # state before chunk k: x_k = keep^C x_{k-1} + local_end_{k-1}, x_0 = initial
-    carried = _time_major_filter(local[-1, :-1], torch.pow(keep, chunk), torch.ones_like(gain), initial, chunk)
-    before = torch.cat([initial[None], carried])  # [n_chunks, M]
-    states = local + initial_decay[:, :, None] * before
-    return states.transpose(0, 1).reshape(n_chunks * chunk, n_channels)[:n_rounds]
-
-
-def counterfactual_scores(
-    payoffs: Tensor, alpha: Tensor | float, q0: Tensor | float = 0.0, chunk_size: int | None = None
-) -> Tensor:
-    """Logit-Q scores after every update (Eq. 2), for all episodes, rounds and agents at once.
-
-    ``output[:, k]`` is ``Q(k+2)`` in the paper's 1-indexed rounds, the state after ``k+1`` updates::
-
-        Q(t+1) = (1 - alpha)^t q0 + alpha * sum_{s=1}^{t} (1 - alpha)^(t - s) u(s)
-
-    computed as a causal filter (:func:`linear_filter`): within a chunk of ``C`` rounds a ``C x C``
-    lower-triangular decay matrix, the chunk-end states carried by the same filter one level up. Memory
-    is ``O(E T N A + C^2)``.
-
-    Args:
-        payoffs: Counterfactual payoffs ``u(1..T')`` (Eq. 1), ``[E, T', N, A]``.
-        alpha: Learning rate: a float or a one-element tensor (differentiable; ``alpha = 1`` is allowed).
-        q0: Initial scores ``Q(1)``: a scalar or a tensor broadcastable to ``[E, N, A]`` (differentiable).
-        chunk_size: Rounds per chunk ``C``; ``None`` filters horizons of up to
-            :data:`WHOLE_HORIZON_MAX_ROUNDS` in one piece and longer ones in chunks of
-            :data:`DEFAULT_CHUNK_SIZE`.
-
-    Returns:
-        Scores ``[E, T', N, A]`` with ``payoffs``'s dtype and device.
-
-    Raises:
-        ConfigurationError: ``payoffs`` is not 4-D, ``alpha`` is not a scalar, ``q0`` does not broadcast, or
-            ``chunk_size`` is not a positive integer.
-    """
-    if payoffs.dim() != 4:
-        raise ConfigurationError(f"payoffs must have shape [E, T, N, A]; got {tuple(payoffs.shape)}")
-    n_episodes, n_updates, n_agents, n_actions = payoffs.shape
-    alpha_t = _scalar(alpha, "alpha", payoffs)
-    initial = _initial_scores(q0, payoffs).reshape(n_episodes, 1, n_agents * n_actions)
-    chunk = _resolve_chunk_size(chunk_size, n_updates)
-    if n_updates == 0:
-        return payoffs + initial.reshape(n_episodes, 1, n_agents, n_actions)[:, :0]
-    flat = payoffs.reshape(n_episodes, n_updates, n_agents * n_actions)
-    scores = linear_filter(flat, 1.0 - alpha_t, alpha_t, initial, chunk)
-    return scores.reshape(n_episodes, n_updates, n_agents, n_actions)
-
-
-class _TraceLogProbs(Protocol):
-    """``[E, T-1, N]`` log-probabilities of the next actions given the counterfactual payoffs ``[E, T-1, N, A]``."""
-
-    def __call__(
-        self,
-        learner: Learner,
-        payoffs: Tensor,
-        next_actions: Tensor,
-        *,
-        own_actions: Tensor,
-        q0: Tensor | float | None,
-        alpha: Tensor | float | None,
-        epsilon: Tensor | float | None,
-        chunk_size: int | None,
-    ) -> Tensor: ...
-
-
-def _logit_q_log_probs(
-    learner: Learner,
-    payoffs: Tensor,
-    next_actions: Tensor,
-    *,
-    own_actions: Tensor | None = None,
-    q0: Tensor | float | None,
-    alpha: Tensor | float | None,
-    epsilon: Tensor | float | None,
-    chunk_size: int | None,
-) -> Tensor:
-    """Eq. (2)-(3): scores by the exponential filter, then the logit policy with exploration."""
-    assert isinstance(learner, LogitQ)  # guaranteed by the dispatch table
-    scores = counterfactual_scores(
-        payoffs,
-        learner.alpha if alpha is None else alpha,
-        learner.q0 if q0 is None else q0,
-        chunk_size,
-    )
-    eps = _scalar(learner.epsilon if epsilon is None else epsilon, "epsilon", payoffs)
-    log_policy = logit_log_policy(scores, learner.beta, eps)  # [E, T-1, N, A]
-    return log_policy.gather(-1, next_actions[..., None]).squeeze(-1)
-
-
-#: Parallel trace likelihoods by learner class. A learner whose state is a linear filter of the
-#: counterfactual payoffs (e.g. Hedge: cumulative payoffs, decay 1) plugs in here.
-_TRACE_LOG_PROBS: dict[type[Learner], _TraceLogProbs] = {
-    LogitQ: _logit_q_log_probs,
-    Hedge: hedge_log_probs,  # cumulative sum of u (diml_inverse.dynamics)
-    SmoothFP: smooth_fp_log_probs,  # cumulative mean of u (diml_inverse.dynamics)
-    BanditQ: bandit_q_trace_log_probs,  # time-varying filter of the realised payoffs (diml_inverse.dynamics)
-}
-
-
-def _trace_log_probs_for(learner: Learner) -> _TraceLogProbs:
-    for cls in type(learner).__mro__:
-        if cls in _TRACE_LOG_PROBS:
-            return _TRACE_LOG_PROBS[cls]
-    supported = ", ".join(f"{cls.__name__} ({cls.name!r})" for cls in _TRACE_LOG_PROBS)
-    raise ConfigurationError(
-        f"log_likelihood has no parallel form for learner {type(learner).__name__}; supported: {supported}. "
-        "Pass one of those learners."
-    )
 
 
 def _check_actions(actions: Tensor, mechanism: Mechanism, validate: bool) -> None:
@@ -258,7 +95,8 @@ def log_likelihood(
     Args:
         mechanism: The (candidate) mechanism ``M_theta``; gradients flow to its parameters.
         actions: Observed joint actions, LongTensor ``[E, T, N]`` with ``T >= 2``.
-        learner: The learning rule assumed for every agent (now :class:`~mechgym.learners.LogitQ`).
+        learner: The learning rule assumed for every agent: a learner with registered dynamics
+            (:func:`~diml_inverse.dynamics.dynamics_for`), e.g. :class:`~mechgym.learners.LogitQ`.
         q0: Initial scores ``Q(1)``: a scalar or a tensor broadcastable to ``[E, N, A]`` (e.g. ``[N, A]``,
             learnable); ``None`` for ``learner.q0``.
         alpha: Learning rate overriding ``learner.alpha`` (a tensor to learn it jointly).
@@ -324,9 +162,9 @@ def trace_terms(
     """
     if not isinstance(mechanism, Mechanism):
         raise ConfigurationError(f"mechanism must be a mechgym Mechanism; got {type(mechanism).__name__}")
-    trace_log_probs = _trace_log_probs_for(learner)
+    trace_log_probs = dynamics_for(learner).log_probs
     _check_actions(actions, mechanism, validate)
-    device = mechanism._device()
+    device = device_of(mechanism)
     actions = actions.to(device=device, dtype=torch.long)
     if agents is not None:
         agents = torch.as_tensor(agents, dtype=torch.long, device=device)

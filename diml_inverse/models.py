@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -20,7 +20,7 @@ from mechgym.mechanisms.base import DEFAULT_MAX_TABLE_SIZE
 from mechgym.memory import MemoryBudgetError
 
 ModelName = Literal["auto", "neural", "anonymous", "tabular", "structured"]
-MODEL_NAMES: tuple[str, ...] = ("auto", "neural", "anonymous", "tabular", "structured")
+MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 
 
 def auto_model_name(truth_like: Mechanism) -> str:

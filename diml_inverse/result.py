@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
+import math
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -14,8 +17,11 @@ from typing import IO, Any
 import torch
 from torch import Tensor
 
-from mechgym.devices import DeviceLike, resolve_device
-from mechgym.errors import ConfigurationError, FitFileError, MechGymError
+from diml_inverse.config import FIT_OPTION_RULES, FitConfig
+from diml_inverse.errors import FitFileError
+from diml_inverse.models import MODEL_NAMES
+from mechgym.devices import DeviceLike, device_of, resolve_device
+from mechgym.errors import ConfigurationError, MechGymError, suggest
 from mechgym.files import ContentHasher, atomic_write, is_sha256_hex, parse_json
 from mechgym.learners import Learner, learner_from_dict
 from mechgym.mechanisms import MECHANISM_FAMILIES, Mechanism, build_mechanism, validate_joint_actions
@@ -25,12 +31,15 @@ from mechgym.traces import TraceDataset, TraceMetadata
 logger = logging.getLogger(__name__)
 
 #: Identifies files written by :meth:`FitResult.save`.
-FIT_FILE_FORMAT = "diml_inverse.fit/1"
+FIT_FILE_FORMAT = "diml_inverse.fit/2"
+#: The format of files written before the options and the measured values were separated: their ``config``
+#: holds both (see :func:`_split_legacy_config`). :func:`load` reads them too.
+LEGACY_FIT_FILE_FORMAT = "diml_inverse.fit/1"
 
 
 @dataclass
 class FitResult:
-    """The outcome of :func:`diml_inverse.fit`.
+    """The outcome of :func:`diml_inverse.fit`: what was fitted, with which options, and what the fit measured.
 
     Attributes:
         mechanism: The fitted torch module (same interface as mechgym's mechanisms).
@@ -38,23 +47,35 @@ class FitResult:
         q0: Learned initial scores ``[N, A]``, or ``None`` when ``Q(1)`` was the learner's ``q0``.
         history: One dict per epoch: ``epoch``, ``train_nll``, ``valid_nll`` (per agent-round), ``seconds``
             and whatever the fit's callback returned.
-        config: Every option of the fit (see :class:`diml_inverse.fit.FitConfig`).
+        config: The options of the fit, as given (:class:`~diml_inverse.config.FitConfig`).
         selected_epoch: The epoch whose parameters :attr:`mechanism` holds.
         best_epoch: The epoch with the best held-out likelihood.
+        env_id: The game the traces came from, as used.
+        env_kwargs: Its arguments, as used (the recorded ones unless ``config.env_kwargs`` said otherwise).
+        model_name: The model family, as used (``"auto"`` resolved; a model instance's class name).
+        assumed_learner: The learner the fit assumed, before any learned ``alpha``/``epsilon`` (``None`` in fit
+            files too old to record it).
+        fit_device: The device the fit ran on (``"cpu"``, ``"cuda:0"``).
+        n_train_episodes: Episodes trained on.
+        n_valid_episodes: Episodes held out to select the epoch.
+        seconds: Wall-clock seconds of the whole fit (NaN in fit files too old to record it).
     """
 
     mechanism: Mechanism
     learner: Learner
     q0: Tensor | None = None
     history: list[dict[str, float]] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
+    config: FitConfig = field(default_factory=FitConfig)
     selected_epoch: int = 0
     best_epoch: int = 0
-
-    @property
-    def env_id(self) -> str | None:
-        """The game the traces came from."""
-        return self.config.get("env_id")
+    env_id: str | None = None
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_name: str = ""
+    assumed_learner: Learner | None = None
+    fit_device: str = "cpu"
+    n_train_episodes: int = 0
+    n_valid_episodes: int = 0
+    seconds: float = math.nan
 
     def __repr__(self) -> str:
         last = self.history[-1] if self.history else {}
@@ -66,7 +87,7 @@ class FitResult:
 
     # -- payoffs, up to the gauge ---------------------------------------------------------------
     def _joint(self, joint_actions: Tensor | Any) -> Tensor:
-        joint = torch.as_tensor(joint_actions, device=self.mechanism._device())
+        joint = torch.as_tensor(joint_actions, device=device_of(self.mechanism))
         validate_joint_actions(joint, self.mechanism.n_agents, self.mechanism.n_actions, "the fitted mechanism")
         return joint.long()
 
@@ -105,16 +126,14 @@ class FitResult:
         learner = learner if learner is not None else self.learner
         mechanism = self.mechanism
         target = resolve_device(device)
-        if mechanism._device() != target:
-            import copy
-
+        if device_of(mechanism) != target:
             mechanism = copy.deepcopy(mechanism).to(target)
         actions, rewards = simulate(mechanism, learner, n_episodes, n_rounds, seed, initial_state=self.q0)
         metadata = TraceMetadata(
             n_agents=mechanism.n_agents,
             n_actions=mechanism.n_actions,
             env_id=self.env_id,
-            env_kwargs=dict(self.config.get("env_kwargs", {})),
+            env_kwargs=dict(self.env_kwargs),
             learner=learner.to_dict(),
             seed=seed,
             extra={"mechanism": "fitted"},
@@ -149,9 +168,11 @@ class FitResult:
             "mechanism_config": self.mechanism.config(),
             "learner": self.learner.to_dict(),
             "history": self.history,
-            "config": self.config,
+            "config": self.config.to_dict(),
             "selected_epoch": self.selected_epoch,
             "best_epoch": self.best_epoch,
+            **{name: getattr(self, name) for name in _MEASURED},
+            "assumed_learner": None if self.assumed_learner is None else self.assumed_learner.to_dict(),
         }
         try:
             description_json = json.dumps(description)
@@ -262,48 +283,94 @@ def _is_seed(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64
 
 
-#: Fields of a fit's config that :class:`FitResult` and the CLIs read: (check, what is expected).
-_CONFIG_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+#: What a fit measured (fields of :class:`FitResult`), saved next to its options: (check, what is expected).
+_MEASURED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "env_id": (lambda v: v is None or isinstance(v, str), "a registered environment id (str) or None"),
     "env_kwargs": (lambda v: isinstance(v, dict), "a JSON object"),
-    "model": (lambda v: isinstance(v, str), "a model name (str)"),
-    "learner": (lambda v: isinstance(v, dict), "a JSON object"),
-    "seed": (_is_seed, "an integer in [0, 2**64)"),
+    "model_name": (lambda v: isinstance(v, str), "a model name (str)"),
+    "fit_device": (lambda v: isinstance(v, str), "a device name (str)"),
+    "n_train_episodes": (_is_count, "an integer >= 0"),
+    "n_valid_episodes": (_is_count, "an integer >= 0"),
+    "seconds": (_is_number, "a number"),
 }
+#: Where a legacy file's config kept what the fit measured: config key -> :class:`FitResult` field (``extra``:
+#: always empty, dropped). Its ``model`` and ``device`` were the ones used: both an option and a measured value.
+_LEGACY_MEASURED: dict[str, str | None] = {
+    "env_id": "env_id",
+    "env_kwargs": "env_kwargs",
+    "learner": "assumed_learner",
+    "n_train_episodes": "n_train_episodes",
+    "n_valid_episodes": "n_valid_episodes",
+    "extra": None,
+}
+_OPTIONS = tuple(field.name for field in dataclasses.fields(FitConfig))
 
 
-def _check_description(description: Any, path: Path) -> None:
-    """Types and ranges of every field :func:`load` uses; a :class:`FitFileError` naming the first bad one."""
+def _bad(path: Path, field_name: str, expected: str, value: Any) -> FitFileError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return FitFileError(f"{path}: {field_name} must be {expected}; got {shown} ({type(value).__name__})")
 
-    def bad(field_name: str, expected: str, value: Any) -> FitFileError:
-        shown = repr(value)
-        shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        return FitFileError(f"{path}: {field_name} must be {expected}; got {shown} ({type(value).__name__})")
 
+def _split_legacy_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """A legacy config's options, measured values and where each measured value was (for error messages)."""
+    options = {key: value for key, value in config.items() if key not in _LEGACY_MEASURED}
+    measured, where = {}, {}
+    for key, name in (*_LEGACY_MEASURED.items(), ("model", "model_name"), ("device", "fit_device")):
+        if name is not None and key in config:
+            measured[name], where[name] = config[key], f"config[{key!r}]"
+    return options, measured, where
+
+
+def _read_description(description: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check the types and ranges of every field :func:`load` uses; the options and the measured values.
+
+    Raises:
+        FitFileError: naming the first bad field.
+    """
     if not isinstance(description, dict):
-        raise bad("the description", "a JSON object", description)
-    if description.get("format") != FIT_FILE_FORMAT:
-        raise FitFileError(f"{path} has format {description.get('format')!r}; expected {FIT_FILE_FORMAT!r}")
+        raise _bad(path, "the description", "a JSON object", description)
+    file_format = description.get("format")
+    if file_format not in (FIT_FILE_FORMAT, LEGACY_FIT_FILE_FORMAT):
+        raise FitFileError(f"{path} has format {file_format!r}; expected {FIT_FILE_FORMAT!r}")
     family = description.get("family")
     if not isinstance(family, str) or family not in MECHANISM_FAMILIES:
-        raise bad("family", f"a registered mechanism family ({', '.join(sorted(MECHANISM_FAMILIES))})", family)
+        raise _bad(path, "family", f"a registered mechanism family ({', '.join(sorted(MECHANISM_FAMILIES))})", family)
     for name in ("mechanism_config", "learner", "config"):
         if not isinstance(description.get(name), dict):
-            raise bad(name, "a JSON object", description.get(name))
+            raise _bad(path, name, "a JSON object", description.get(name))
     history = description.get("history")
     if not isinstance(history, list) or not all(
         isinstance(row, dict) and all(isinstance(k, str) and _is_number(v) for k, v in row.items()) for row in history
     ):
-        raise bad("history", "a list of {name: number} rows, one per epoch", history)
+        raise _bad(path, "history", "a list of {name: number} rows, one per epoch", history)
     last = max(len(history), 1)
     for name in ("selected_epoch", "best_epoch"):
         value = description.get(name)
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= last:
-            raise bad(name, f"an epoch number in [0, {last}]", value)
-    config = description["config"]
-    for name, (ok, expected) in _CONFIG_CHECKS.items():
-        if name in config and not ok(config[name]):
-            raise bad(f"config[{name!r}]", expected, config[name])
+            raise _bad(path, name, f"an epoch number in [0, {last}]", value)
+    if file_format == LEGACY_FIT_FILE_FORMAT:
+        options, measured, where = _split_legacy_config(description["config"])
+    else:
+        options = dict(description["config"])
+        measured = {name: description[name] for name in (*_MEASURED, "assumed_learner") if name in description}
+        where = {name: name for name in measured}
+    for name, (ok, expected) in _MEASURED.items():
+        if name in measured and not ok(measured[name]):
+            raise _bad(path, where[name], expected, measured[name])
+    if not isinstance(measured.get("assumed_learner"), dict | None):
+        raise _bad(path, where["assumed_learner"], "a JSON object or null", measured["assumed_learner"])
+    for name, value in options.items():
+        if name not in _OPTIONS:
+            raise FitFileError(f"{path}: {suggest(name, _OPTIONS, 'fit option')} (config[{name!r}])")
+        rule = FIT_OPTION_RULES[name]
+        if not (isinstance(value, str) if name == "model" else rule.accepts(value)):  # a model instance: its name
+            raise _bad(path, f"config[{name!r}]", rule.expected, value)
+    return options, measured
 
 
 def load(path: str | Path, *, device: DeviceLike = "cpu") -> FitResult:
@@ -333,11 +400,13 @@ def load(path: str | Path, *, device: DeviceLike = "cpu") -> FitResult:
         raise FitFileError(
             f"{path}: the description is unusable: {error} (the file is damaged or was edited by hand)"
         ) from None
-    _check_description(description, path)
+    options, measured = _read_description(description, path)
     family = description["family"]
     try:
         mechanism = build_mechanism(family, **description["mechanism_config"])
         learner = learner_from_dict(description["learner"])
+        assumed = measured.get("assumed_learner")
+        assumed_learner = None if assumed is None else learner_from_dict(assumed)
     except (MechGymError, TypeError, ValueError, OverflowError, RuntimeError) as error:
         raise FitFileError(f"{path}: the description does not make a valid fit: {_one_line(error)}") from None
     try:
@@ -356,12 +425,21 @@ def load(path: str | Path, *, device: DeviceLike = "cpu") -> FitResult:
                 f"{q0.dtype} of shape {list(q0.shape)}"
             )
     target = resolve_device(device)
+    mechanism = mechanism.to(target).eval()
+    if options.get("model", "auto") not in MODEL_NAMES:  # fitted from an instance, which the file does not hold
+        options["model"] = copy.deepcopy(mechanism)
+    try:
+        config = FitConfig(**options)
+    except ConfigurationError as error:
+        raise FitFileError(f"{path}: the config does not make valid fit options: {_one_line(error)}") from None
     return FitResult(
-        mechanism=mechanism.to(target).eval(),
+        mechanism=mechanism,
         learner=learner,
         q0=None if q0 is None else q0.to(target),
         history=description["history"],
-        config=description["config"],
+        config=config,
         selected_epoch=description["selected_epoch"],
         best_epoch=description["best_epoch"],
+        assumed_learner=assumed_learner,
+        **{name: measured[name] for name in _MEASURED if name in measured},
     )

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from diml_inverse.fit_options import check_fit_options
+from diml_inverse.config import check_fit_options
+from diml_inverse.dynamics import dynamics_for
 from diml_inverse.likelihood import trace_terms
 from mechgym.errors import ConfigurationError
-from mechgym.learners import Learner, LogitQ
+from mechgym.learners import Learner
 from mechgym.mechanisms import Mechanism
 
 __all__ = [
@@ -65,11 +66,12 @@ def check_forgetting_learner(learner: Learner) -> None:
         learner: The assumed learner.
 
     Raises:
-        ConfigurationError: ``learner`` is not a :class:`~mechgym.learners.LogitQ` (its state never forgets).
+        ConfigurationError: ``learner``'s state never forgets (``dynamics_for(learner).forgets`` is false: every
+            built-in rule but :class:`~mechgym.learners.LogitQ`).
     """
-    if not isinstance(learner, LogitQ):
+    if not dynamics_for(learner).forgets:
         raise ConfigurationError(
-            f"round_window needs a learner whose state forgets exponentially (LogitQ); the assumed "
+            f"round_window needs a learner whose state forgets exponentially (e.g. LogitQ); the assumed "
             f"{type(learner).__name__} never forgets (cumulative sums, counts or unplayed actions do not decay), "
             "so a window's state depends on the whole past. Fit whole episodes (round_window=None)"
         )

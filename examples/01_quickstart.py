@@ -16,6 +16,7 @@ import torch
 import diml_inverse
 import mechgym
 from diml_inverse import metrics
+from mechgym.devices import device_of
 
 ENV_ID = "mechgym/NeuralMechanism-v0"  # 3 agents x 6 actions, a frozen random MLP as the hidden rule
 
@@ -41,7 +42,7 @@ def main() -> None:
     print(f"fitted {result}")
 
     # 3. Recovery: payoff differences on held-out contexts, against the zero mechanism.
-    truth = mechgym.make(ENV_ID).mechanism.to(result.mechanism._device())
+    truth = mechgym.make(ENV_ID).mechanism.to(device_of(result.mechanism))
     error = metrics.diff_mse(truth, result.mechanism, test, n_samples=20_000, seed=1)
     baseline = metrics.zero_baseline_diff_mse(truth, test, n_samples=20_000, seed=1)
     print(f"diff_mse: DIML {error:.5f} vs zero mechanism {baseline:.5f} ({baseline / max(error, 1e-12):.1f}x better)")
@@ -54,7 +55,7 @@ def main() -> None:
     except ImportError:
         print("matplotlib is not installed: skipping the plot (pip install '.[plot]')")
         return
-    joint = test.actions_tensor(result.mechanism._device()).reshape(-1, test.n_agents)[:2000]
+    joint = test.actions_tensor(device_of(result.mechanism)).reshape(-1, test.n_agents)[:2000]
     with torch.no_grad():
         true_cf = truth.counterfactual_payoffs(joint)
         fit_cf = result.mechanism.counterfactual_payoffs(joint)

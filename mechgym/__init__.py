@@ -4,10 +4,14 @@
 >>> env = mechgym.make("mechgym/Congestion-v0")               # a PettingZoo ParallelEnv
 >>> traces = mechgym.rollout("mechgym/Congestion-v0", n_episodes=48, n_rounds=60, seed=0)
 >>> traces.save("traces.parquet"); mechgym.load_traces("traces.parquet")
+
+Importing mechgym registers the built-in games (:mod:`mechgym.envs`) in PettingZoo's and Gymnasium's registries.
 """
 
 __version__ = "0.1.0"
 
+from mechgym import envs
+from mechgym.devices import device_of
 from mechgym.env import MechanismGameEnv
 from mechgym.errors import (
     ConfigurationError,
@@ -43,6 +47,7 @@ __all__ = [
     "TraceMetadata",
     "UnknownEnvironmentError",
     "__version__",
+    "device_of",
     "load_traces",
     "make",
     "play_episodes",
@@ -53,3 +58,6 @@ __all__ = [
     "simulate",
     "spec",
 ]
+
+# The built-in games (the data of mechgym.envs), registered once, here.
+envs.register_builtins()

@@ -3,6 +3,7 @@
 Examples::
 
     mechgym list
+    mechgym list --markdown          # the built-in games' table of docs/environments.md
     mechgym record mechgym/Congestion-v0 --episodes 48 --rounds 60 --seed 0 -o traces.parquet
     mechgym record mechgym/Congestion-v0 --learner hedge --eta 0.1 -o hedge.parquet
     mechgym record mechgym/Congestion-v0 --learner ppo --shared --sb3-kwarg n_steps=32 -o ppo.parquet
@@ -71,11 +72,21 @@ def _format_learner(learner: dict[str, Any] | None) -> str:
 
 # -- commands ----------------------------------------------------------------------------------
 def _list(args: argparse.Namespace) -> int:
+    if args.markdown:
+        from mechgym.envs import markdown_table
+
+        print(markdown_table(), end="")
+        return 0
     from mechgym.registration import make, registered_ids
 
     rows = [("id", "family", "N", "A", "rounds")]
+    broken = []
     for env_id in sorted(registered_ids()):
-        env = make(env_id)
+        try:
+            env = make(env_id)
+        except Exception as error:  # a third-party entry point may fail to build; still list the others
+            broken.append(f"{env_id}  (cannot be built with its defaults: {' '.join(str(error).split())})")
+            continue
         mechanism = env.unwrapped.mechanism
         rows.append(
             (
@@ -90,6 +101,8 @@ def _list(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for line in broken:
+        print(line)
     return 0
 
 
@@ -111,7 +124,7 @@ def _train_sb3(args: argparse.Namespace, env: Any) -> Any:
             "--sb3-kwarg KEY=VALUE (e.g. --sb3-kwarg learning_rate=0.001)"
         )
     try:
-        from mechgym.learners.sb3 import train_sb3
+        from mechgym.integrations.sb3 import train_sb3
     except ImportError as error:
         raise ConfigurationError(str(error)) from None
     agents = train_sb3(
@@ -217,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing = add_command(
         commands, "list", help="list the registered environments", description="List the registered environments."
     )
+    listing.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the built-in games' table of docs/environments.md instead (mechgym.envs.markdown_table)",
+    )
     listing.set_defaults(run=_list)
 
     record = add_command(
@@ -249,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="ppo/a2c/dqn: Stable-Baselines3 constructor argument (VALUE read as JSON if it parses); repeatable "
-        "(default: mechgym.learners.sb3.DEFAULT_HYPERPARAMETERS)",
+        "(default: mechgym.integrations.sb3.DEFAULT_HYPERPARAMETERS)",
     )
     record.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     record.add_argument(

@@ -9,19 +9,27 @@ progress bars and exits quietly when the reader of stdout goes away (``mechgym l
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import inspect
+import itertools
+import json
 import logging
 import os
 import sys
+import textwrap
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+import types
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from importlib import metadata
 from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from mechgym.errors import ConfigurationError, MechGymError, suggest
 from mechgym.learners import LEARNERS, Learner
+
+T = TypeVar("T")
 
 #: Exit status of a command that failed on something other than bad input (an unexpected error, a broken pipe).
 EXIT_FAILURE = 1
@@ -237,6 +245,114 @@ def learner_from_args(args: argparse.Namespace, default: Learner | None, which_d
         ) from None
 
 
+# -- options from a dataclass ------------------------------------------------------------------
+def field_docstrings(cls: type) -> dict[str, str]:
+    """The docstring of every field of the dataclass ``cls``: the string literal right after the field.
+
+    That is how CleanRL's ``Args`` documents its fields; the literals are read from the class's source with
+    :mod:`ast` (they are not kept at run time).
+    """
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = next(node for node in tree.body if isinstance(node, ast.ClassDef)).body
+    documented: dict[str, str] = {}
+    for statement, following in itertools.pairwise(body):
+        if (
+            isinstance(statement, ast.AnnAssign)
+            and isinstance(statement.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            documented[statement.target.id] = inspect.cleandoc(following.value.value)
+    return documented
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, or ``None`` for ``none`` (an option whose default is a value and that ``None`` turns off)."""
+
+    def parse_optional(text: str) -> Any:
+        return None if text.strip().lower() == "none" else parse(text)
+
+    parse_optional.__name__ = getattr(parse, "__name__", "value")  # argparse names it in "invalid int value"
+    return parse_optional
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """An argparse ``type``: a JSON object (``'{"hidden": 64}'``)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"hidden\": 64}}'; got {text!r}")
+    return value
+
+
+def _argument_options(name: str, hint: Any, default: Any) -> dict[str, Any]:
+    """The ``add_argument`` keywords of a field of type ``hint`` (see :func:`add_dataclass_arguments`)."""
+    members = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+    optional = type(None) in members
+    members = tuple(member for member in members if member is not type(None))
+    if members == (bool,):
+        return {"action": argparse.BooleanOptionalAction if default else "store_true"}
+    choices = [value for member in members if get_origin(member) is Literal for value in get_args(member)]
+    plain = [member for member in members if get_origin(member) is not Literal]
+    options: dict[str, Any]
+    if str in plain or (choices and all(isinstance(value, str) for value in choices)):
+        options = {"type": str} if str in plain else {"type": str, "choices": choices}
+    elif int in plain or float in plain:
+        options = {"type": int if int in plain else float}
+    elif any(member is dict or get_origin(member) in (dict, Mapping) for member in plain):
+        options = {"type": json_object, "metavar": "JSON"}
+    else:
+        raise TypeError(f"no command-line type for the field {name!r} of type {hint!r}")
+    if optional and default is not None:
+        options["type"] = _optional(options["type"])
+    return options
+
+
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser, cls: type, *, title: str, description: str | None = None
+) -> tuple[str, ...]:
+    """Add one option per field of the dataclass ``cls``, in a group: ``--field-name``, its default, its help.
+
+    The help is the first paragraph of the field's docstring (:func:`field_docstrings`). A ``bool`` field is
+    a flag: ``--name`` when its default is ``False``, ``--name/--no-name`` when it is ``True``; a ``Literal``
+    gives the choices; ``int``, ``float`` and ``str`` are parsed as such (a type that includes ``str`` as a
+    string), an optional one also accepts ``none`` when its default is not ``None``; a mapping is a JSON object.
+    :func:`dataclass_from_args` reads the options back.
+
+    Args:
+        parser: The sub-command parser.
+        cls: The dataclass.
+        title: The group's title in ``--help``.
+        description: The group's description.
+
+    Returns:
+        The field names, which are the options' destinations.
+    """
+    group = parser.add_argument_group(title, description)
+    documented, hints = field_docstrings(cls), get_type_hints(cls)
+    names = []
+    for field in dataclasses.fields(cls):
+        text = " ".join(documented.get(field.name, "").split("\n\n")[0].split()).replace("``", "")
+        group.add_argument(
+            f"--{cli_name(field.name)}",
+            dest=field.name,
+            default=field.default,
+            help=text.replace("%", "%%") or None,
+            **_argument_options(field.name, hints[field.name], field.default),
+        )
+        names.append(field.name)
+    return tuple(names)
+
+
+def dataclass_from_args(cls: type[T], args: argparse.Namespace, **changes: Any) -> T:
+    """The dataclass ``cls`` from the options :func:`add_dataclass_arguments` added, with ``changes`` applied."""
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{**values, **changes})
+
+
 # -- output paths ------------------------------------------------------------------------------
 def _same_file(first: Path, second: Path) -> bool:
     try:
@@ -445,13 +561,17 @@ __all__ = [
     "EXIT_USAGE",
     "HelpFormatter",
     "add_command",
+    "add_dataclass_arguments",
     "add_learner_arguments",
     "add_version_and_verbose",
     "check_output_path",
     "cli_logging",
     "cli_name",
+    "dataclass_from_args",
     "describe_os_error",
+    "field_docstrings",
     "given_learner_options",
+    "json_object",
     "learner_from_args",
     "learner_name_type",
     "package_version",

@@ -35,6 +35,13 @@ def resolve_device(device: DeviceLike | None) -> torch.device:
     return resolved
 
 
+def device_of(module: torch.nn.Module) -> torch.device:
+    """Where a module (e.g. a mechanism) lives: the device of its first parameter or buffer; the CPU if it has none."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse instead of returning it to the system (Linux only).
 

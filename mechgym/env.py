@@ -15,6 +15,7 @@ import torch
 from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 
+from mechgym.devices import device_of
 from mechgym.errors import ConfigurationError, InvalidActionError, MechGymError, suggest
 from mechgym.learners.base import Learner
 from mechgym.learners.logit_q import LogitQ
@@ -241,7 +242,7 @@ class MechanismGameEnv(ParallelEnv[str, np.ndarray, int]):
             state = "was never reset" if self._last_joint is None else f"is over after {self.n_rounds} rounds"
             raise MechGymError(f"the episode of {self._label()} {state}; call reset() before step()")
         joint = self._joint_actions(actions)
-        joint_tensor = torch.as_tensor(joint, dtype=torch.long, device=self.mechanism._device())
+        joint_tensor = torch.as_tensor(joint, dtype=torch.long, device=device_of(self.mechanism))
         with torch.no_grad():
             payoffs = self.mechanism.counterfactual_payoffs_batch_invariant(joint_tensor[None])[0].cpu()  # [N, A]
         rewards = payoffs.gather(-1, joint_tensor.cpu()[:, None]).squeeze(-1).tolist()  # [N] floats

@@ -40,10 +40,6 @@ class TraceFileError(TraceDatasetError):
     """
 
 
-class FitFileError(MechGymError):
-    """A fit file that is missing, corrupted or not written by ``diml_inverse.FitResult.save``."""
-
-
 class ConfigurationError(MechGymError):
     """Arguments that contradict each other or the environment (sizes, names, options)."""
 

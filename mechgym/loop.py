@@ -82,12 +82,4 @@ def play_episodes(
                 actions[episode, t, i] = joint[agent]
                 rewards[episode, t, i] = step_rewards[agent]
 
-    metadata = TraceMetadata(
-        n_agents=n_agents,
-        n_actions=n_actions,
-        env_id=game.env_id,
-        env_kwargs=dict(game.env_kwargs),
-        learner=learner.to_dict(),
-        seed=seed,
-    )
-    return TraceDataset(actions=actions, rewards=rewards, metadata=metadata)
+    return TraceDataset(actions=actions, rewards=rewards, metadata=TraceMetadata.for_rollout(game, learner, seed))

@@ -1,16 +1,9 @@
-"""The mechgym registry, on top of PettingZoo's: ``make``, ``register``, ``spec`` and the built-in games.
+"""The mechgym registry, on top of PettingZoo's: ``register``, ``make``, ``spec`` and the registry queries.
 
-Importing this module registers the four built-in games once, in PettingZoo's parallel registry and
-(as single-agent views) in Gymnasium's registry under the same ids:
-
-========================== ================= ================ ======== ========================================
-id                         family            agents x actions rounds   default learner
-========================== ================= ================ ======== ========================================
-mechgym/NeuralMechanism-v0 ``neural``        3 x 6            60       ``LogitQ(alpha=0.25, beta=3, eps=0.06)``
-mechgym/Congestion-v0      ``congestion``    4 x 5            60       ``LogitQ(alpha=0.25, beta=3, eps=0.06)``
-mechgym/PublicGoods-v0     ``public_goods``  3 x 7            60       ``LogitQ(alpha=0.25, beta=3, eps=0.06)``
-mechgym/AnonymousGame-v0   ``anonymous``     40 x 10          30       ``LogitQ(alpha=0.2, beta=6, eps=0.02)``
-========================== ================= ================ ======== ========================================
+This module is machinery only. A game goes into PettingZoo's parallel registry and (as a single-agent view)
+into Gymnasium's registry under the same id; :func:`make` checks keyword arguments against the entry point's
+signature (with "did you mean" suggestions) and records the ones that rebuild the game in ``env.env_kwargs``.
+The built-in games are data in :mod:`mechgym.envs`, registered once by ``import mechgym``.
 """
 
 from __future__ import annotations
@@ -19,7 +12,7 @@ import difflib
 import importlib
 import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import gymnasium
@@ -27,177 +20,17 @@ import numpy as np
 import pettingzoo
 from pettingzoo.env_registry.exceptions import PettingZooRegistryError
 
-from mechgym.env import MechanismGameEnv, RenderMode
+from mechgym.env import MechanismGameEnv
 from mechgym.errors import ConfigurationError, UnknownEnvironmentError, suggest
-from mechgym.learners.base import Learner, learner_from_dict
-from mechgym.learners.logit_q import LogitQ
-from mechgym.mechanisms.anonymous import AnonymousCountMechanism
-from mechgym.mechanisms.base import Mechanism
-from mechgym.mechanisms.congestion import CongestionMechanism, Pricing
-from mechgym.mechanisms.neural import NeuralJointMechanism
-from mechgym.mechanisms.public_goods import PublicGoodsMechanism
+from mechgym.learners.base import Learner
 
 EntryPoint = Callable[..., MechanismGameEnv] | str
-LearnerLike = Learner | Mapping[str, Any] | None
 
 #: Ids registered through :func:`register`, in registration order (PettingZoo's registry holds other games too).
 _MECHGYM_IDS: dict[str, None] = {}
 
 #: Keyword arguments that do not change the game and stay out of ``env.env_kwargs``.
 _DISPLAY_KWARGS = frozenset({"render_mode"})
-
-
-# -- entry points of the built-in games ------------------------------------------------------------
-def resolve_learner(learner: LearnerLike, default: Learner) -> Learner:
-    """A learner from a :class:`Learner`, its :meth:`Learner.to_dict` form, or ``None`` (``default``).
-
-    Raises:
-        ConfigurationError: for anything else, or a dict that names no registered learner.
-    """
-    if learner is None:
-        return default
-    if isinstance(learner, Learner):
-        return learner
-    if isinstance(learner, Mapping):
-        return learner_from_dict(dict(learner))
-    raise ConfigurationError(
-        f"a learner must be a mechgym Learner, a dict like {LogitQ().to_dict()} or None; got {type(learner).__name__}"
-    )
-
-
-def _game(
-    mechanism: Mechanism,
-    n_rounds: int,
-    default_learner: LearnerLike,
-    fallback_learner: Learner,
-    counterfactual_info: bool,
-    render_mode: RenderMode | None,
-) -> MechanismGameEnv:
-    return MechanismGameEnv(
-        mechanism.freeze(),
-        n_rounds,
-        default_learner=resolve_learner(default_learner, fallback_learner),
-        counterfactual_info=counterfactual_info,
-        render_mode=render_mode,
-    )
-
-
-def make_neural_env(
-    n_agents: int = 3,
-    n_actions: int = 6,
-    n_rounds: int = 60,
-    mechanism_seed: int = 0,
-    embed_dim: int | None = None,
-    hidden: int = 128,
-    default_learner: LearnerLike = None,
-    counterfactual_info: bool = True,
-    render_mode: RenderMode | None = None,
-) -> MechanismGameEnv:
-    """``mechgym/NeuralMechanism-v0``: a frozen random MLP over the joint action (paper E1).
-
-    Args:
-        n_agents: Agents ``N``.
-        n_actions: Actions ``A``.
-        n_rounds: Rounds per episode.
-        mechanism_seed: Seed of the network's initialisation.
-        embed_dim: Action embedding size; ``None`` for ``min(24, max(6, A))``.
-        hidden: Hidden width.
-        default_learner: The game's learner (a Learner or its ``to_dict()``); ``None`` for ``LogitQ()``.
-        counterfactual_info: Put counterfactual payoffs in the infos.
-        render_mode: ``None`` or ``"ansi"``.
-    """
-    mechanism = NeuralJointMechanism(n_agents, n_actions, embed_dim=embed_dim, hidden=hidden, seed=mechanism_seed)
-    return _game(mechanism, n_rounds, default_learner, LogitQ(), counterfactual_info, render_mode)
-
-
-def make_congestion_env(
-    n_agents: int = 4,
-    n_actions: int = 5,
-    n_rounds: int = 60,
-    mechanism_seed: int = 0,
-    pricing: Pricing = "toll",
-    default_learner: LearnerLike = None,
-    counterfactual_info: bool = True,
-    render_mode: RenderMode | None = None,
-) -> MechanismGameEnv:
-    """``mechgym/Congestion-v0``: resources with load-dependent costs and a per-resource toll (paper E2).
-
-    Args:
-        n_agents: Agents ``N``.
-        n_actions: Resources ``A``.
-        n_rounds: Rounds per episode.
-        mechanism_seed: Seed of the cost and toll draw.
-        pricing: ``"toll"`` (``-tau * load``, default) or ``"subsidy"`` (``+tau * load``, the published code's sign).
-        default_learner: The game's learner (a Learner or its ``to_dict()``); ``None`` for ``LogitQ()``.
-        counterfactual_info: Put counterfactual payoffs in the infos.
-        render_mode: ``None`` or ``"ansi"``.
-    """
-    mechanism = CongestionMechanism(n_agents, n_actions, pricing=pricing, seed=mechanism_seed)
-    return _game(mechanism, n_rounds, default_learner, LogitQ(), counterfactual_info, render_mode)
-
-
-def make_public_goods_env(
-    n_agents: int = 3,
-    n_actions: int = 7,
-    n_rounds: int = 60,
-    mechanism_seed: int = 0,
-    k: float = 2.0,
-    scale: float = 1.0,
-    cost: float = 0.8,
-    hidden: int = 64,
-    default_learner: LearnerLike = None,
-    counterfactual_info: bool = True,
-    render_mode: RenderMode | None = None,
-) -> MechanismGameEnv:
-    """``mechgym/PublicGoods-v0``: contributions with diminishing returns and a neural subsidy (paper E3).
-
-    Args:
-        n_agents: Agents ``N``.
-        n_actions: Contribution levels ``A`` (evenly spaced in [0, 1]).
-        n_rounds: Rounds per episode.
-        mechanism_seed: Seed of the subsidy network's initialisation.
-        k: Benefit curvature.
-        scale: Benefit scale.
-        cost: Quadratic contribution cost.
-        hidden: Width of the subsidy network.
-        default_learner: The game's learner (a Learner or its ``to_dict()``); ``None`` for ``LogitQ()``.
-        counterfactual_info: Put counterfactual payoffs in the infos.
-        render_mode: ``None`` or ``"ansi"``.
-    """
-    mechanism = PublicGoodsMechanism(
-        n_agents, n_actions, k=k, scale=scale, cost=cost, hidden=hidden, seed=mechanism_seed
-    )
-    return _game(mechanism, n_rounds, default_learner, LogitQ(), counterfactual_info, render_mode)
-
-
-def make_anonymous_game_env(
-    n_agents: int = 40,
-    n_actions: int = 10,
-    n_rounds: int = 30,
-    mechanism_seed: int = 0,
-    embed_dim: int | None = None,
-    hidden: int = 256,
-    default_learner: LearnerLike = None,
-    counterfactual_info: bool = True,
-    render_mode: RenderMode | None = None,
-) -> MechanismGameEnv:
-    """``mechgym/AnonymousGame-v0``: a frozen random MLP of one's action and the others' action shares (paper E4).
-
-    Args:
-        n_agents: Agents ``N``.
-        n_actions: Actions ``A``.
-        n_rounds: Rounds per episode.
-        mechanism_seed: Seed of the network's initialisation.
-        embed_dim: Action embedding size; ``None`` for ``min(32, max(12, A))``.
-        hidden: Hidden width.
-        default_learner: The game's learner (a Learner or its ``to_dict()``); ``None`` for
-            ``LogitQ(alpha=0.2, beta=6.0, epsilon=0.02)``.
-        counterfactual_info: Put counterfactual payoffs in the infos.
-        render_mode: ``None`` or ``"ansi"``.
-    """
-    mechanism = AnonymousCountMechanism(n_agents, n_actions, embed_dim=embed_dim, hidden=hidden, seed=mechanism_seed)
-    fallback = LogitQ(alpha=0.2, beta=6.0, epsilon=0.02)
-    return _game(mechanism, n_rounds, default_learner, fallback, counterfactual_info, render_mode)
 
 
 # -- the registry ------------------------------------------------------------------------------------
@@ -228,13 +61,24 @@ def _parameters(creator: Callable[..., Any]) -> dict[str, inspect.Parameter] | N
     return {name: p for name, p in parameters.items() if p.kind in keyword_kinds}
 
 
-def _check_kwargs(env_id: str, kwargs: Mapping[str, Any], parameters: dict[str, inspect.Parameter] | None) -> None:
-    if parameters is None:
+def check_kwargs(owner: str, kwargs: Iterable[str], accepted: Iterable[str] | None) -> None:
+    """Refuse a keyword argument that ``owner`` does not accept, suggesting close names.
+
+    Args:
+        owner: What takes the arguments, for the message (e.g. ``"'mechgym/Congestion-v0'"``).
+        kwargs: The names given.
+        accepted: The names accepted; ``None`` accepts any (an entry point with ``**kwargs``).
+
+    Raises:
+        ConfigurationError: naming the unknown argument, the close ones ("Did you mean ...?") and the accepted ones.
+    """
+    if accepted is None:
         return
+    known = list(accepted)
     for name in kwargs:
-        if name not in parameters:
+        if name not in known:
             raise ConfigurationError(
-                f"{suggest(name, parameters, 'keyword argument')} (these are the keyword arguments of {env_id!r})"
+                f"{suggest(name, known, 'keyword argument')} (these are the keyword arguments of {owner})"
             )
 
 
@@ -314,7 +158,7 @@ def register(
         )
     defaults = _json_copy(kwargs or {}, f"default keyword argument of {normalised!r}:")
     if callable(entry_point):
-        _check_kwargs(normalised, defaults, _parameters(entry_point))
+        check_kwargs(repr(normalised), defaults, _parameters(entry_point))
     pettingzoo.register("parallel", normalised, entry_point=entry_point, kwargs=defaults)
     _MECHGYM_IDS[normalised] = None
     if single_agent:
@@ -378,7 +222,7 @@ def make(env_id: str, **kwargs: Any) -> MechanismGameEnv:
     env_spec = spec(env_id)
     creator = _load_entry_point(env_spec.entry_point)
     parameters = _parameters(creator)
-    _check_kwargs(env_spec.id, kwargs, parameters)
+    check_kwargs(repr(env_spec.id), kwargs, parameters)
     if isinstance(kwargs.get("default_learner"), Learner):
         kwargs["default_learner"] = kwargs["default_learner"].to_dict()
     game_kwargs = {name: value for name, value in kwargs.items() if name not in _DISPLAY_KWARGS}
@@ -421,30 +265,3 @@ def pprint_registry(*, disable_print: bool = False) -> str | None:
         return text
     print(text)
     return None
-
-
-_BUILTINS: tuple[tuple[str, Callable[..., MechanismGameEnv], dict[str, Any]], ...] = (
-    (
-        "mechgym/NeuralMechanism-v0",
-        make_neural_env,
-        {"n_agents": 3, "n_actions": 6, "n_rounds": 60, "mechanism_seed": 0},
-    ),
-    (
-        "mechgym/Congestion-v0",
-        make_congestion_env,
-        {"n_agents": 4, "n_actions": 5, "n_rounds": 60, "mechanism_seed": 0, "pricing": "toll"},
-    ),
-    (
-        "mechgym/PublicGoods-v0",
-        make_public_goods_env,
-        {"n_agents": 3, "n_actions": 7, "n_rounds": 60, "mechanism_seed": 0},
-    ),
-    (
-        "mechgym/AnonymousGame-v0",
-        make_anonymous_game_env,
-        {"n_agents": 40, "n_actions": 10, "n_rounds": 30, "mechanism_seed": 0},
-    ),
-)
-
-for _env_id, _entry_point, _kwargs in _BUILTINS:
-    register(_env_id, _entry_point, _kwargs)

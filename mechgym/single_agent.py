@@ -250,7 +250,8 @@ def make_single_agent_env(
     Raises:
         ConfigurationError: for another render mode (and see :func:`mechgym.make` and :class:`SingleAgentView`).
     """
-    from mechgym.registration import make, resolve_learner
+    from mechgym.envs import resolve_learner
+    from mechgym.registration import make
 
     env = make(env_id, render_mode=render_mode, **env_kwargs)
     learner = resolve_learner(others_learner, env.default_learner)

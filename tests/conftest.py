@@ -1,4 +1,4 @@
-"""Shared fixtures."""
+"""Shared fixtures and hooks (this file applies to every test under tests/)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,13 @@ from typing import Any
 
 import pytest
 import torch
+
+from tests.toy_game import register_toy_game
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the toy third-party game before collection, so every parametrisation over ids includes it."""
+    register_toy_game()
 
 
 @pytest.fixture(scope="module")

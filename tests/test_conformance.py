@@ -1,7 +1,8 @@
 """Every registered game passes PettingZoo's four conformance checks (parallel and AEC, API and seeding).
 
-A toy third-party game is registered at import, so the parametrisation shows that games registered
-through :func:`mechgym.registration.register` are picked up like the built-in ones.
+A toy third-party game (tests/toy_game.py, registered for the session by tests/conftest.py) is among them, so the
+parametrisation shows that games registered through :func:`mechgym.registration.register` are picked up like the
+built-in ones.
 """
 
 from __future__ import annotations
@@ -10,51 +11,18 @@ import warnings
 from collections.abc import Callable
 
 import pytest
-import torch
 from pettingzoo.test import api_test as check_api
 from pettingzoo.test import parallel_api_test as check_parallel_api
 from pettingzoo.test import parallel_seed_test as check_parallel_seed
 from pettingzoo.test import seed_test as check_seed
 from pettingzoo.utils.conversions import parallel_to_aec
-from torch import Tensor
 
 from mechgym import registration
-from mechgym.env import MechanismGameEnv, RenderMode
-from mechgym.mechanisms import AnonymousMechanism
-
-TOY_ID = "testns/Toy-v0"
+from mechgym.env import MechanismGameEnv
+from tests.toy_game import TOY_ID
 
 #: Warnings the checks raise by design: nothing has been played in round 0, so observations are zeros.
 EXPECTED_WARNINGS = ("Observation numpy array is all zeros",)
-
-
-class MinorityMechanism(AnonymousMechanism):
-    """A minority game: ``u_i = bonus[a_i] - (share of the others on a_i)``."""
-
-    family = "test_minority"
-
-    def __init__(self, n_agents: int = 3, n_actions: int = 2) -> None:
-        super().__init__(n_agents, n_actions)
-        self.register_buffer("bonus", torch.linspace(0.0, 0.5, self.n_actions))
-
-    def payoff_from_counts(self, actions: Tensor, other_counts: Tensor) -> Tensor:
-        crowd = other_counts.gather(-1, actions[..., None]).squeeze(-1) / (self.n_agents - 1)
-        return self.bonus[actions] - crowd
-
-
-def make_toy_env(
-    n_agents: int = 3,
-    n_actions: int = 2,
-    n_rounds: int = 8,
-    counterfactual_info: bool = True,
-    render_mode: RenderMode | None = None,
-) -> MechanismGameEnv:
-    """The toy game's entry point."""
-    mechanism = MinorityMechanism(n_agents, n_actions).freeze()
-    return MechanismGameEnv(mechanism, n_rounds, counterfactual_info=counterfactual_info, render_mode=render_mode)
-
-
-registration.register(TOY_ID, make_toy_env, {"n_agents": 3, "n_actions": 2, "n_rounds": 8})
 
 
 def small_env_factory(env_id: str, n_rounds: int = 4) -> Callable[[], MechanismGameEnv]:

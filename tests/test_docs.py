@@ -99,7 +99,7 @@ NOT_RUN: dict[tuple[str, str], str] = {
         "install and the test command"
     ),
     ("docs/results.md", "python -m diml_inverse.experiments run e1 --seeds 0 1 2 --out runs/experiments --threads 1"): (
-        "the experiments E1-E4: hours (tests/test_experiments.py runs them smoke-sized)"
+        "the experiments E1-E4: hours (tests/diml_inverse/experiments/test_experiments.py runs them smoke-sized)"
     ),
     (
         "docs/results.md",

@@ -3,7 +3,7 @@
 Stable-Baselines3's ``make_vec_env`` and PPO, Gymnasium's ``make_vec`` (sync and async), PettingZoo's
 ``render_test``, the ``rgb_array`` frame, and ``gymnasium.make("mechgym:...")`` in a fresh interpreter.
 PettingZoo's four API and seed checks on every id are in tests/test_conformance.py; Gymnasium's and SB3's
-``check_env`` on the single-agent view, in every render mode, in tests/test_single_agent.py.
+``check_env`` on the single-agent view, in every render mode, in tests/mechgym/test_single_agent.py.
 """
 
 from __future__ import annotations

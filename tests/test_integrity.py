@@ -29,6 +29,7 @@ import torch
 
 import diml_inverse
 import mechgym.files
+from diml_inverse.config import FitConfig
 from diml_inverse.result import FitFileError, FitResult
 from mechgym.cli import main as mechgym_main
 from mechgym.errors import MechGymError
@@ -230,9 +231,12 @@ def make_fit() -> FitResult:
         learner=LogitQ(alpha=0.3),
         q0=torch.randn(3, 4, generator=torch.Generator().manual_seed(0)),
         history=[{"epoch": 1, "train_nll": 1.25, "valid_nll": 1.5, "seconds": 0.1}],
-        config={"env_id": "mechgym/NeuralMechanism-v0", "env_kwargs": {}, "model": "neural", "seed": 0},
+        config=FitConfig(model="neural", seed=0),
         selected_epoch=1,
         best_epoch=1,
+        env_id="mechgym/NeuralMechanism-v0",
+        env_kwargs={},
+        model_name="neural",
     )
 
 
@@ -390,7 +394,7 @@ FIT_TAMPERING: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "history-value": (lambda d: d["history"][0].update(train_nll="low"), "history must be a list"),
     "selected-epoch-float": (lambda d: d.update(selected_epoch=1e40), "selected_epoch must be an epoch number"),
     "best-epoch-negative": (lambda d: d.update(best_epoch=-1), "best_epoch must be an epoch number"),
-    "env-id-number": (lambda d: d["config"].update(env_id=5), r"config\['env_id'\] must be a registered"),
+    "env-id-number": (lambda d: d.update(env_id=5), r"env_id must be a registered"),
     "seed-string": (lambda d: d["config"].update(seed="abc"), r"config\['seed'\] must be an integer in \[0, 2\*\*64\)"),
     "seed-float": (lambda d: d["config"].update(seed=1e40), r"config\['seed'\] must be an integer"),
     "seed-too-large": (lambda d: d["config"].update(seed=2**64), r"config\['seed'\] must be an integer"),

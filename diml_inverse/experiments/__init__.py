@@ -1,4 +1,6 @@
-"""The paper's experiments E1–E4 (§6): configurations, runner, per-epoch evaluation, tables and figures.
+"""The paper's experiments E1–E4 (§6): configurations, runner, tables and figures.
+
+Every epoch is evaluated with :class:`diml_inverse.metrics.Evaluator` (the truth's share of the work done once).
 
 Run them from the command line::
 
@@ -20,10 +22,8 @@ from diml_inverse.experiments.configs import (
     ExperimentConfig,
     GameConfig,
     MethodConfig,
-    TrainingConfig,
     experiment_config,
 )
-from diml_inverse.experiments.evaluation import TruthEvaluator
 from diml_inverse.experiments.report import build_report
 from diml_inverse.experiments.runner import RunSeeds, run_experiment, run_game, run_seeds
 
@@ -35,8 +35,6 @@ __all__ = [
     "GameConfig",
     "MethodConfig",
     "RunSeeds",
-    "TrainingConfig",
-    "TruthEvaluator",
     "build_report",
     "experiment_config",
     "run_experiment",

@@ -6,8 +6,9 @@ wrong, the corrected behaviour is the default (full-episode likelihood, a true c
 KL, one independent seed per purpose, held-out-likelihood selection on a validation split of the
 *training* episodes); the only paper-compatible default is E2's subsidy sign (see :data:`E2`).
 
-Configurations are frozen dataclasses; :func:`experiment_config` builds one by name with the command
-line's overrides applied.
+Configurations are frozen dataclasses; the options of the fits are a :class:`~diml_inverse.config.FitConfig`
+(:attr:`ExperimentConfig.training`), whose defaults are the published settings. :func:`experiment_config`
+builds one by name with the command line's overrides applied.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from diml_inverse.config import FitConfig
 from mechgym.errors import ConfigurationError, suggest
 from mechgym.learners import LogitQ
 
@@ -68,42 +70,6 @@ class MethodConfig:
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
-    """Optimisation of every fit (the published Adam settings)."""
-
-    epochs: int = 100
-    """Passes over the training episodes (published: 100 for E1–E3, 200 for E4)."""
-    batch_size: int = 32
-    """Episodes per minibatch (published: 32 for E1–E3, 8 for E4)."""
-    lr: float = 1e-3
-    """Adam learning rate."""
-    weight_decay: float = 1e-6
-    """Adam weight decay."""
-    grad_clip: float = 1.0
-    """Gradient-norm clip."""
-    payoff_l2: float = 1e-4
-    """Weight of the mean squared payoff over the visited joint actions."""
-    valid_fraction: float = 0.2
-    """Share of the *training* episodes (the last ones) held out to pick the best epoch by likelihood.
-
-    The published code had no validation split and reported the last epoch only; we report both the last
-    epoch and the best-held-out-likelihood epoch. Test episodes and the truth are never used to select."""
-
-    def fit_options(self) -> dict[str, Any]:
-        """These settings as keyword arguments of :func:`diml_inverse.fit` (selecting the best valid epoch)."""
-        return {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "weight_decay": self.weight_decay,
-            "payoff_l2": self.payoff_l2,
-            "grad_clip": self.grad_clip,
-            "valid_fraction": self.valid_fraction,
-            "select": "best_valid",
-        }
-
-
-@dataclass(frozen=True)
 class EvaluationConfig:
     """Metric sample sizes (the published ones) and how often to compute them."""
 
@@ -144,8 +110,13 @@ class ExperimentConfig:
     """The generating learner (also DIML's model of the learners, up to ``beta_factor``)."""
     train_fraction: float = 0.8
     """Train/test split by episode order (48/12 of 60; first 80% / rest for E4)."""
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    """Optimisation."""
+    training: FitConfig = field(default_factory=FitConfig)
+    """The options of every fit: the published Adam settings, 100 epochs of minibatches of 32 episodes (E4: 200
+    of 8), and selection of the epoch by held-out likelihood on the last 20 % of the *training* episodes.
+
+    The published code had no validation split and reported the last epoch only; we report both the last
+    epoch and the best-held-out-likelihood epoch. Test episodes and the truth are never used to select. The
+    runner sets ``model`` (the method's), ``device``, ``seed`` (the run's fit seed) and ``progress`` per fit."""
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     """Metrics."""
     smoke: bool = False
@@ -155,6 +126,7 @@ class ExperimentConfig:
         """A JSON-serialisable description (written next to the results)."""
         data = dataclasses.asdict(self)
         data["learner"] = self.learner.to_dict()
+        data["training"] = self.training.to_dict()
         data["games"] = [{**dataclasses.asdict(g), "env_kwargs": dict(g.env_kwargs)} for g in self.games]
         return data
 
@@ -208,7 +180,7 @@ E4 = ExperimentConfig(
     games=tuple(GameConfig(f"n{n}", "mechgym/AnonymousGame-v0", n, a, e, t) for n, a, e, t in E4_SCALES),
     methods=(MethodConfig("DIML", "anonymous"),),
     learner=E4_LEARNER,
-    training=TrainingConfig(epochs=200, batch_size=8),
+    training=FitConfig(epochs=200, batch_size=8),
     evaluation=EvaluationConfig(
         diff_samples=50_000,
         cf_episodes=120,
@@ -221,7 +193,7 @@ E4 = ExperimentConfig(
 )
 PUBLISHED: dict[str, ExperimentConfig] = {"e1": E1, "e2": E2, "e3": E3, "e4": E4}
 
-_SMOKE_TRAINING = TrainingConfig(epochs=3, batch_size=4)
+_SMOKE_TRAINING = FitConfig(epochs=3, batch_size=4)
 _SMOKE_EVALUATION = EvaluationConfig(
     diff_samples=400, cf_episodes=16, cf_rounds=8, final_cf_episodes=24, final_cf_rounds=10, cf_every=2
 )

@@ -23,9 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from diml_inverse.experiments.configs import ExperimentConfig, GameConfig, MethodConfig
-from diml_inverse.experiments.evaluation import TruthEvaluator
 from diml_inverse.fit import fit
-from diml_inverse.metrics import derive_seed
+from diml_inverse.metrics import Evaluator, derive_seed
 from mechgym.devices import DeviceLike, resolve_device
 from mechgym.errors import ConfigurationError
 from mechgym.learners import LogitQ
@@ -103,7 +102,7 @@ def _fit_method(
     seed: int,
     seeds: RunSeeds,
     train: TraceDataset,
-    evaluator: TruthEvaluator,
+    evaluator: Evaluator,
     device: torch.device,
     progress: bool,
 ) -> GameRun:
@@ -135,13 +134,13 @@ def _fit_method(
         result = fit(
             game.env_id,
             train,
-            model=method.model,
             learner=assumed,
-            **training.fit_options(),
+            config=training,
+            callback=callback,
+            model=method.model,
             device=device,
             seed=seeds.fit,
             progress=False,
-            callback=callback,
         )
     finally:
         bar.close()
@@ -184,32 +183,41 @@ def _fit_method(
                 "cf_rounds": final_size[1],
             }
         )
+    run.timing.append(_timing_row(keys, run.curves, started, cpu_started, final_started))
+    return run
+
+
+def _timing_row(
+    keys: Mapping[str, Any],
+    curves: Sequence[Mapping[str, Any]],
+    started: float,
+    cpu_started: float,
+    final_started: float,
+) -> dict[str, Any]:
+    """The timing row of one method's fit (fit, per-epoch and final evaluation seconds), logged at INFO."""
     finished = time.perf_counter()
-    fit_total = sum(row["fit_seconds"] for row in run.curves)
-    eval_total = sum(row["eval_seconds"] for row in run.curves)
-    run.timing.append(
-        {
-            **keys,
-            "fit_seconds": fit_total,
-            "epoch_eval_seconds": eval_total,
-            "epoch_cfkl_seconds": sum(row["cfkl_seconds"] for row in run.curves),
-            "cfkl_evaluations": sum(not math.isnan(row["cfkl_params"]) for row in run.curves),
-            "final_eval_seconds": finished - final_started,
-            "total_seconds": finished - started,
-            "cpu_seconds": time.process_time() - cpu_started,
-        }
-    )
+    fit_total = sum(row["fit_seconds"] for row in curves)
+    eval_total = sum(row["eval_seconds"] for row in curves)
     logger.info(
         "%s %s %s seed %d: %.1f s (fit %.1f s, evaluation %.1f s)",
-        config.name,
-        game.label,
-        method.name,
-        seed,
+        keys["experiment"],
+        keys["game"],
+        keys["method"],
+        keys["seed"],
         finished - started,
         fit_total,
         eval_total + finished - final_started,
     )
-    return run
+    return {
+        **keys,
+        "fit_seconds": fit_total,
+        "epoch_eval_seconds": eval_total,
+        "epoch_cfkl_seconds": sum(row["cfkl_seconds"] for row in curves),
+        "cfkl_evaluations": sum(not math.isnan(row["cfkl_params"]) for row in curves),
+        "final_eval_seconds": finished - final_started,
+        "total_seconds": finished - started,
+        "cpu_seconds": time.process_time() - cpu_started,
+    }
 
 
 def run_game(
@@ -232,14 +240,16 @@ def run_game(
     evaluation = config.evaluation
     cf_size = (evaluation.cf_episodes, evaluation.cf_rounds)
     final_size = (evaluation.final_cf_episodes, evaluation.final_cf_rounds)
-    evaluator = TruthEvaluator(
+    evaluator = Evaluator(
         truth,
-        test.actions_tensor(),
+        test,
         config.learner,
-        seed=seeds.evaluation,
         diff_samples=evaluation.diff_samples,
-        cf_size=cf_size,
-        final_cf_size=final_size,
+        cf_episodes=evaluation.cf_episodes,
+        cf_rounds=evaluation.cf_rounds,
+        final_cf_episodes=evaluation.final_cf_episodes,
+        final_cf_rounds=evaluation.final_cf_rounds,
+        seed=seeds.evaluation,
         shift=evaluation.shift,
         binnings=evaluation.binnings,
     )

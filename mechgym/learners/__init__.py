@@ -1,6 +1,7 @@
 """Learning rules that play mechgym games: vectorised populations and per-agent policies.
 
-Stable-Baselines3 agents live in :mod:`mechgym.learners.sb3` (``pip install '.[sb3]'``), imported on demand.
+Stable-Baselines3 agents are an integration, :mod:`mechgym.integrations.sb3` (``pip install '.[sb3]'``): this
+package imports neither SB3 nor the environment.
 """
 
 from mechgym.learners.bandit_q import BanditQ, bandit_q_update

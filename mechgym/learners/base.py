@@ -16,6 +16,10 @@ from torch import Tensor
 
 from mechgym.errors import ConfigurationError, suggest
 
+#: The paper's counterfactual learner shift of the cfkl metric (§6.3): ``(alpha x 0.6, beta x 1.4, epsilon x 1.5)``,
+#: epsilon capped at 0.5. :meth:`Learner.shifted` applies it.
+DEFAULT_SHIFT: tuple[float, float, float] = (0.6, 1.4, 1.5)
+
 
 class Learner(ABC):
     """A learning rule: ``initial_state -> policy -> update`` with full or bandit feedback.
@@ -43,6 +47,17 @@ class Learner(ABC):
     @abstractmethod
     def update(self, state: Tensor, counterfactual_payoffs: Tensor, actions: Tensor) -> Tensor:
         """The next state from the counterfactual payoffs ``[..., A]`` and own played actions ``[...]``."""
+
+    @abstractmethod
+    def shifted(
+        self,
+        alpha_factor: float = DEFAULT_SHIFT[0],
+        beta_factor: float = DEFAULT_SHIFT[1],
+        epsilon_factor: float = DEFAULT_SHIFT[2],
+    ) -> Learner:
+        """The counterfactual-shift learner of the cfkl metric: learning speed scaled by ``alpha_factor``, the
+        inverse temperature by ``beta_factor`` and exploration by ``epsilon_factor`` (capped at 0.5), each in the
+        rule's own parameters (defaults: :data:`DEFAULT_SHIFT`, the paper's factors)."""
 
     def policy(self, state: Tensor) -> Tensor:
         """Choice probabilities ``[..., A]``."""

@@ -13,12 +13,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from mechgym.devices import device_of
 from mechgym.errors import ConfigurationError, InvalidActionError
 from mechgym.memory import check_memory
 from mechgym.validation import COUNTER_LIMIT, check_int, check_seed
 
 #: Games with at most this many joint actions evaluate counterfactuals by gathering from a payoff table.
 DEFAULT_MAX_TABLE_SIZE = 4096
+#: The generic path of :meth:`Mechanism.deviation_payoffs` runs forward passes of at most about this many actions.
+DEVIATION_CHUNK_ELEMENTS = 1 << 22
 
 
 def validate_joint_actions(joint_actions: Tensor, n_agents: int, n_actions: int, where: str = "") -> None:
@@ -162,6 +165,45 @@ class Mechanism(nn.Module):
         """Counterfactual payoffs ``[B, N, A]`` of the batch from those of its distinct units."""
         return per_unit[inverse]
 
+    def deviation_payoffs(self, joint_actions: Tensor, agents: Tensor, actions: Tensor) -> Tensor:
+        """Payoffs of single deviations: entry ``[k, d]`` is ``M(actions[k, d], a_-i)[i]`` (paper Eq. 1).
+
+        Here ``i = agents[k]`` and ``a_-i`` are the others' actions in ``joint_actions[k]``: the counterfactual
+        payoffs read at ``D`` chosen actions of one agent per row, for when the whole ``[K, N, A]`` of
+        :meth:`counterfactual_payoffs` would be wasted (e.g. the payoff differences of diff_mse). Games with a
+        payoff table gather from it; other games run forward passes over the deviated joint actions ``[K, D, N]``
+        (at most :data:`DEVIATION_CHUNK_ELEMENTS` actions at once), anonymous ones evaluate
+        :meth:`AnonymousMechanism.payoff_from_counts` on the others' counts (``D`` evaluations per row).
+
+        Args:
+            joint_actions: LongTensor ``[K, N]``.
+            agents: The deviating agent of each row, LongTensor ``[K]``.
+            actions: Its actions, LongTensor ``[K, D]``.
+
+        Returns:
+            ``[K, D]`` on the mechanism's device (the inputs are moved there).
+        """
+        device = self._device()
+        joint, agents, actions = (x.to(device) for x in (joint_actions, agents, actions))
+        if not self._use_table(joint):
+            return self._structured_deviation_payoffs(joint, agents, actions)
+        strides = self.n_actions ** torch.arange(self.n_agents - 1, -1, -1, device=device)
+        own = joint.gather(-1, agents[:, None])  # [K, 1]
+        index = (joint * strides).sum(-1, keepdim=True) + (actions - own) * strides[agents][:, None]  # [K, D]
+        return self.payoff_table()[index, agents[:, None]]
+
+    def _structured_deviation_payoffs(self, joint_actions: Tensor, agents: Tensor, actions: Tensor) -> Tensor:
+        """The non-table path of :meth:`deviation_payoffs`: forward passes over the deviated joint actions."""
+        k, d = actions.shape
+        deviated = joint_actions[:, None, :].repeat(1, d, 1)  # [K, D, N]
+        deviated.scatter_(-1, agents[:, None, None].expand(k, d, 1), actions[..., None])
+        chunk = max(1, DEVIATION_CHUNK_ELEMENTS // (d * self.n_agents))
+        pieces = [
+            self(deviated[s : s + chunk]).gather(-1, agents[s : s + chunk, None, None].expand(-1, d, 1))
+            for s in range(0, k, chunk)
+        ]
+        return torch.cat(pieces).squeeze(-1)
+
     def counterfactual_payoffs_generic(self, joint_actions: Tensor, agents: Tensor | None = None) -> Tensor:
         """Reference implementation of :meth:`counterfactual_payoffs`: one forward pass over ``[..., K, A, N]``."""
         n, a = self.n_agents, self.n_actions
@@ -245,11 +287,7 @@ class Mechanism(nn.Module):
         return self.n_joint_actions <= self.max_table_size
 
     def _device(self) -> torch.device:
-        for parameter in self.parameters():
-            return parameter.device
-        for buffer in self.buffers():
-            return buffer.device
-        return torch.device("cpu")
+        return device_of(self)
 
     def _dtype(self) -> torch.dtype:
         for tensor in self.parameters():
@@ -330,6 +368,13 @@ class AnonymousMechanism(Mechanism):
         rows = self.counterfactual_rows_chunked(counts)  # [..., A_own, A_alt]
         own = joint_actions if agents is None else joint_actions[..., agents]
         return rows.gather(-2, own[..., None].expand(*own.shape, self.n_actions))
+
+    def _structured_deviation_payoffs(self, joint_actions: Tensor, agents: Tensor, actions: Tensor) -> Tensor:
+        dtype = self._dtype()
+        own = joint_actions.gather(-1, agents[:, None])[:, 0]  # [K]
+        others = action_counts(joint_actions, self.n_actions, dtype)  # [K, A], then less the agent's own action
+        others = others - nn.functional.one_hot(own, self.n_actions).to(dtype)
+        return self.payoff_from_counts(actions, others[:, None, :].expand(*actions.shape, self.n_actions))
 
 
 def action_counts(joint_actions: Tensor, n_actions: int, dtype: torch.dtype = torch.float32) -> Tensor:

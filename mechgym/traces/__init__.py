@@ -2,7 +2,7 @@
 
 from mechgym.errors import TraceFileError
 from mechgym.traces.dataset import SCHEMA_VERSION, TraceDataset, TraceMetadata
-from mechgym.traces.io import load_npz, load_traces, save_npz, save_traces
+from mechgym.traces.io import load_npz, load_parquet, load_traces, save_npz, save_parquet, save_traces
 from mechgym.traces.recorder import RecordTraces
 
 __all__ = [
@@ -12,7 +12,9 @@ __all__ = [
     "TraceFileError",
     "TraceMetadata",
     "load_npz",
+    "load_parquet",
     "load_traces",
     "save_npz",
+    "save_parquet",
     "save_traces",
 ]

@@ -158,6 +158,34 @@ class TraceMetadata:
         return dataclasses.asdict(self)
 
     @classmethod
+    def for_rollout(
+        cls,
+        game: Any,
+        learner: Any,
+        seed: int,
+        *,
+        n_rounds: int | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> TraceMetadata:
+        """The provenance of traces simulated on ``game`` (a :class:`~mechgym.MechanismGameEnv`) by ``learner``.
+
+        The one place that says what a recording stores: the game's size, id and kwargs (with ``n_rounds`` added
+        when the episodes had another length than the game's), the learner's ``to_dict()`` and the seed.
+        """
+        env_kwargs = dict(game.env_kwargs)
+        if n_rounds is not None and n_rounds != game.n_rounds:
+            env_kwargs["n_rounds"] = n_rounds
+        return cls(
+            n_agents=game.n_agents,
+            n_actions=game.n_actions,
+            env_id=game.env_id,
+            env_kwargs=env_kwargs,
+            learner=learner.to_dict(),
+            seed=seed,
+            extra=dict(extra or {}),
+        )
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TraceMetadata:
         """Inverse of :meth:`to_dict`.
 

@@ -29,7 +29,7 @@ import re
 import zipfile
 import zlib
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -216,16 +216,40 @@ def to_arrow(dataset: TraceDataset) -> pa.Table:
     return table.replace_schema_metadata({METADATA_KEY: metadata_json.encode(), HASH_KEY: digest.encode()})
 
 
-def save_traces(dataset: TraceDataset, path: PathLike) -> Path:
-    """Write ``dataset`` to a Parquet file (zstd, page checksums, content hash), atomically.
+TraceFormat = Literal["auto", "parquet", "npz"]
+
+
+def save_traces(dataset: TraceDataset, path: PathLike, format: TraceFormat = "auto") -> Path:
+    """Write ``dataset`` atomically in the format that :func:`load_traces` reads back from ``path``.
 
     Args:
         dataset: The traces.
-        path: Destination; an existing file is replaced only once the new one is complete. Any suffix
-            is accepted (``.parquet`` is conventional).
+        path: Destination; an existing file is replaced only once the new one is complete.
+        format: ``"auto"`` writes npz for a ``.npz`` suffix and Parquet for any other (as :func:`load_traces`
+            reads them); ``"parquet"`` or ``"npz"`` force one (a forced format must match what
+            :func:`load_traces` would read from that suffix).
 
     Returns:
         The path written.
+
+    Raises:
+        TraceDatasetError: if the metadata is not JSON-serialisable, or ``format`` is unknown or contradicts the
+            suffix.
+        OSError: if the file cannot be written (e.g. the directory does not exist).
+    """
+    read_as = "npz" if Path(path).suffix.lower() == ".npz" else "parquet"
+    if format not in ("auto", "parquet", "npz"):
+        raise TraceDatasetError(f"format must be 'auto', 'parquet' or 'npz'; got {format!r}")
+    if format != "auto" and format != read_as:
+        raise TraceDatasetError(
+            f"cannot write {format} to {os.fspath(path)!r}: load_traces reads a file named so as {read_as}; "
+            f"name it with the {'.npz' if format == 'npz' else '.parquet'} suffix"
+        )
+    return save_npz(dataset, path) if read_as == "npz" else save_parquet(dataset, path)
+
+
+def save_parquet(dataset: TraceDataset, path: PathLike) -> Path:
+    """Write ``dataset`` to a Parquet file (zstd, page checksums, content hash), atomically, whatever its suffix.
 
     Raises:
         TraceDatasetError: if the metadata is not JSON-serialisable.
@@ -547,7 +571,7 @@ def save(dataset: TraceDataset, path: PathLike) -> Path:
     """
     suffix = Path(path).suffix.lower()
     if suffix == ".parquet":
-        return save_traces(dataset, path)
+        return save_parquet(dataset, path)
     if suffix == ".npz":
         return save_npz(dataset, path)
     raise TraceDatasetError(

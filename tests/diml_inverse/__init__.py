@@ -1,0 +1,1 @@
+"""Tests of ``diml_inverse``."""
