@@ -30,16 +30,30 @@ def imported(path: Path) -> set[str]:
     return names
 
 
-def test_no_function_in_mechgym_is_over_100_lines() -> None:
-    long = [
-        f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
-        for path in modules("mechgym")
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.end_lineno is not None
-        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
-    ]
-    assert long == [], f"split these functions (at most {MAX_FUNCTION_LINES} lines each): {long}"
+def function_lengths(*packages: str) -> dict[str, int]:
+    """``"path:line name" -> lines`` of every function and method in ``packages``."""
+    lengths = {}
+    for package in packages:
+        for path in modules(package):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    where = f"{path.relative_to(ROOT).as_posix()}:{node.lineno} {node.name}"
+                    lengths[where] = (node.end_lineno or node.lineno) - node.lineno + 1
+    return lengths
+
+
+def test_no_function_is_over_100_lines() -> None:
+    long = {where: n for where, n in function_lengths("mechgym", "diml_inverse").items() if n > MAX_FUNCTION_LINES}
+    assert long == {}, f"split these functions (at most {MAX_FUNCTION_LINES} lines each): {long}"
+
+
+def test_fit_is_a_short_pipeline() -> None:
+    (fit_length,) = (
+        n
+        for where, n in function_lengths("diml_inverse").items()
+        if where.startswith("diml_inverse/fit.py:") and where.endswith(" fit")
+    )
+    assert fit_length <= 80, fit_length
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ result that keeps options apart from what the fit measured, files of the previou
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import json
 import logging
@@ -289,24 +288,3 @@ def test_the_experiments_hold_a_fit_config() -> None:
     e1, e4 = experiment_config("e1"), experiment_config("e4", epochs=7)
     assert e1.training == FitConfig() and e4.training == FitConfig(epochs=7, batch_size=8)
     assert json.loads(json.dumps(e1.to_dict()))["training"] == FitConfig().to_dict()
-
-
-# -- function sizes --------------------------------------------------------------------------------
-def _function_lengths() -> dict[str, int]:
-    lengths = {}
-    for package in ("mechgym", "diml_inverse"):
-        for path in sorted((ROOT / package).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                    where = f"{path.relative_to(ROOT).as_posix()}:{node.lineno} {node.name}"
-                    lengths[where] = (node.end_lineno or node.lineno) - node.lineno + 1
-    return lengths
-
-
-def test_no_function_is_over_100_lines_and_fit_is_a_short_pipeline() -> None:
-    lengths = _function_lengths()
-    assert {where: n for where, n in lengths.items() if n > 100} == {}
-    (fit_length,) = (
-        n for where, n in lengths.items() if where.startswith("diml_inverse/fit.py:") and where.endswith(" fit")
-    )
-    assert fit_length <= 80, fit_length
