@@ -77,32 +77,9 @@ def _list(args: argparse.Namespace) -> int:
 
         print(markdown_table(), end="")
         return 0
-    from mechgym.registration import make, registered_ids
+    from mechgym.registration import pprint_registry
 
-    rows = [("id", "family", "N", "A", "rounds")]
-    broken = []
-    for env_id in sorted(registered_ids()):
-        try:
-            env = make(env_id)
-        except Exception as error:  # a third-party entry point may fail to build; still list the others
-            broken.append(f"{env_id}  (cannot be built with its defaults: {' '.join(str(error).split())})")
-            continue
-        mechanism = env.unwrapped.mechanism
-        rows.append(
-            (
-                env_id,
-                mechanism.family or type(mechanism).__name__,
-                str(mechanism.n_agents),
-                str(mechanism.n_actions),
-                str(env.unwrapped.n_rounds),
-            )
-        )
-        env.close()
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    for line in broken:
-        print(line)
+    pprint_registry(table=True)
     return 0
 
 

@@ -237,20 +237,30 @@ def make(env_id: str, **kwargs: Any) -> MechanismGameEnv:
     return env
 
 
-def pprint_registry(*, disable_print: bool = False) -> str | None:
-    """Print every mechgym id with its mechanism family and default sizes.
+def pprint_registry(*, disable_print: bool = False, table: bool = False) -> str | None:
+    """Print every mechgym id with its mechanism family and default sizes (what ``mechgym list`` shows).
+
+    An id whose entry point cannot be built with its defaults is listed with the reason (after the others in
+    the table).
 
     Args:
         disable_print: Return the text instead of printing it.
+        table: One aligned row per id under the header ``id family N A rounds``, sorted by id; otherwise one
+            line per id with the default learner too, in registration order.
     """
-    lines = []
-    for env_id in registered_ids():
+    rows: list[tuple[str, ...]] = []
+    lines: list[str] = []
+    broken: list[str] = []
+    for env_id in sorted(registered_ids()) if table else registered_ids():
         try:
             env = make(env_id)
         except Exception as error:  # a third-party entry point may fail to build; still list its id
-            lines.append(f"{env_id}  (cannot be built with its defaults: {error})")
+            (broken if table else lines).append(
+                f"{env_id}  (cannot be built with its defaults: {' '.join(str(error).split())})"
+            )
             continue
         family = env.mechanism.family or type(env.mechanism).__name__
+        rows.append((env_id, family, str(env.n_agents), str(env.n_actions), str(env.n_rounds)))
         learner = env.default_learner.to_dict()
         params = ", ".join(
             f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
@@ -260,6 +270,14 @@ def pprint_registry(*, disable_print: bool = False) -> str | None:
             f"{env_id:<28} {family:<14} {env.n_agents:>3} agents x {env.n_actions:>2} actions, "
             f"{env.n_rounds:>3} rounds, learner {learner['name']}({params})"
         )
+        env.close()
+    if table:
+        cells = [("id", "family", "N", "A", "rounds"), *rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+        lines = [
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells
+        ]
+        lines += broken
     text = "\n".join(lines)
     if disable_print:
         return text
