@@ -108,6 +108,39 @@ class FitResult:
         cf = self.mechanism.counterfactual_payoffs(joint)
         return cf - cf.gather(-1, joint[..., None])
 
+    def oracle_gap(
+        self, truth: Mechanism, test_traces: TraceDataset | Tensor, *, truth_learner: Learner | None = None
+    ) -> float:
+        """Held-out NLL of the fit minus that of the true mechanism, per agent-round (nats).
+
+        The check that tells a simulation user what limits recovery. Near 0 (within the sampling noise of the
+        held-out set): the fit explains the held-out play as well as the truth does, so a remaining payoff error
+        is what these data cannot tell apart, and more episodes are what helps. Clearly positive: the estimator
+        leaves likelihood on the table (too little capacity, too much regularisation, stopped too early, or the
+        wrong learning model), and a better fit of the same data helps. Negative values are sampling noise or
+        overfitting to the held-out episodes' particular draws.
+
+        Args:
+            truth: The true mechanism (same agents and actions).
+            test_traces: Held-out episodes, never seen by the fit.
+            truth_learner: The generating learner; default: the one the traces record, else :attr:`learner`.
+
+        Returns:
+            ``heldout_nll(fit) - heldout_nll(truth)``; the fit is scored with its own learner and ``Q(1)``.
+
+        Example:
+            >>> result.oracle_gap(mechgym.make("mechgym/Congestion-v0").mechanism, test)
+        """
+        from diml_inverse.metrics import heldout_nll
+
+        if truth_learner is None:
+            recorded = test_traces.learner() if isinstance(test_traces, TraceDataset) else None
+            truth_learner = recorded if isinstance(recorded, Learner) else self.learner
+        if device_of(truth) != device_of(self.mechanism):
+            truth = copy.deepcopy(truth).to(device_of(self.mechanism))  # never move the caller's module
+        fitted = heldout_nll(self.mechanism, test_traces, self.learner, self.q0)
+        return fitted - heldout_nll(truth, test_traces, truth_learner)
+
     # -- counterfactual prediction -------------------------------------------------------------
     def simulate(
         self,

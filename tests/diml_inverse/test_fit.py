@@ -377,3 +377,20 @@ def test_ctrl_c_before_any_epoch_is_done_keeps_nothing(e1_traces: TraceDataset) 
     assert "before any of its 3 epochs was done" in str(info.value)
     copy = pickle.loads(pickle.dumps(info.value))
     assert isinstance(copy, FitInterrupted) and copy.epochs_done == 0 and copy.result is None
+
+
+# -- the oracle gap ----------------------------------------------------------------------------------------------
+def test_oracle_gap_is_zero_for_the_truth_and_positive_for_a_mechanism_that_knows_nothing() -> None:
+    from diml_inverse.result import FitResult
+    from mechgym.mechanisms import TabularMechanism
+
+    env = mechgym.make("mechgym/NeuralMechanism-v0")
+    truth, learner = env.unwrapped.mechanism, env.unwrapped.default_learner
+    test = mechgym.rollout(env, n_episodes=6, n_rounds=30, seed=3)
+    assert FitResult(mechanism=truth, learner=learner).oracle_gap(truth, test) == 0.0
+    zero = TabularMechanism(3, 6, init="zeros")
+    gap = FitResult(mechanism=zero, learner=learner).oracle_gap(truth, test)
+    expected = metrics.heldout_nll(zero, test, learner) - metrics.heldout_nll(truth, test, learner)
+    assert gap == pytest.approx(expected) and gap > 0.005
+    fitted = diml_inverse.fit("mechgym/NeuralMechanism-v0", mechgym.rollout(env, n_episodes=24, n_rounds=30), epochs=3)
+    assert fitted.oracle_gap(truth, test) < gap  # a fit explains held-out play better than "nothing"
