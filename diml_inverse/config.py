@@ -26,6 +26,7 @@ from mechgym.devices import DeviceLike, resolve_device
 from mechgym.errors import ConfigurationError, suggest
 from mechgym.learners import Learner
 from mechgym.mechanisms import Mechanism
+from mechgym.validation import is_integer
 
 __all__ = [
     "FIT_ARGUMENTS",
@@ -42,7 +43,7 @@ Select = Literal["best_valid", "last"]
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return is_integer(value, numpy=False)  # options are stored as JSON: Python ints only
 
 
 def _is_number(value: object) -> bool:

@@ -30,6 +30,7 @@ from torch import Tensor
 from diml_inverse.dynamics import (
     DEFAULT_CHUNK_SIZE,
     WHOLE_HORIZON_MAX_ROUNDS,
+    Unroll,
     counterfactual_scores,
     dynamics_for,
     linear_filter,
@@ -181,7 +182,5 @@ def trace_terms(
     played = actions[:, :-1] if agents is None else actions[:, :-1, agents]
     payoffs = mechanism.counterfactual_payoffs(actions[:, :-1], agents)  # [E, T-1, K, A]: u(1..T-1), Eq. (1)
     next_actions = actions[:, 1:] if agents is None else actions[:, 1:, agents]
-    log_probs = trace_log_probs(
-        learner, payoffs, next_actions, own_actions=played, q0=q0, alpha=alpha, epsilon=epsilon, chunk_size=chunk_size
-    )
-    return log_probs, payoffs.gather(-1, played[..., None]).squeeze(-1)
+    unroll = Unroll(payoffs, next_actions, played, q0=q0, alpha=alpha, epsilon=epsilon, chunk_size=chunk_size)
+    return trace_log_probs(learner, unroll), unroll.realised_payoffs()

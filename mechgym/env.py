@@ -21,6 +21,7 @@ from mechgym.learners.base import Learner
 from mechgym.learners.logit_q import LogitQ
 from mechgym.mechanisms.base import Mechanism
 from mechgym.memory import check_memory
+from mechgym.validation import is_integer
 
 RenderMode = Literal["ansi", "rgb_array"]
 
@@ -38,7 +39,7 @@ ENV_BYTES_PER_AGENT = 2048
 
 
 def _check_n_rounds(n_rounds: Any) -> int:
-    if isinstance(n_rounds, bool) or not isinstance(n_rounds, int | np.integer) or n_rounds < 1:
+    if not is_integer(n_rounds) or n_rounds < 1:
         raise ConfigurationError(f"n_rounds must be an integer >= 1; got {n_rounds!r}")
     return int(n_rounds)
 

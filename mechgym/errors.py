@@ -47,6 +47,13 @@ class ConfigurationError(MechGymError):
 def suggest(name: str, candidates: Iterable[str], what: str) -> str:
     """Return ``"unknown {what} 'name'"`` with a "did you mean" hint and the known names."""
     known = sorted(candidates)
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+
+    def tail(text: str) -> str:  # the name without its namespace ("ns/Name-v0" -> "name-v0")
+        return text.rsplit("/", 1)[-1].lower()
+
+    # the same name in any case or namespace, or a name it starts, before the merely similar ones
+    same = [c for c in known if c.lower() == name.lower() or tail(c) == tail(name)]
+    prefix = [c for c in known if tail(c).startswith(tail(name)) and len(tail(name)) >= 3]
+    close = list(dict.fromkeys([*same, *prefix, *difflib.get_close_matches(name, known, n=3, cutoff=0.5)]))[:3]
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return f"unknown {what} {name!r}.{hint} Known: {', '.join(known) or '(none)'}."

@@ -19,6 +19,7 @@ from mechgym.errors import ConfigurationError
 from mechgym.learners.base import Learner
 from mechgym.learners.policy import LearnerPolicy
 from mechgym.random import sample_categorical, uniforms
+from mechgym.validation import is_integer
 
 Others = Literal["learners", "uniform"] | Sequence[float] | np.ndarray
 
@@ -116,7 +117,7 @@ class SingleAgentView(gymnasium.Env[np.ndarray, np.int64]):
     ) -> None:
         if not isinstance(env, MechanismGameEnv):
             raise ConfigurationError(f"env must be a MechanismGameEnv; got {type(env).__name__}")
-        if isinstance(agent, bool) or not isinstance(agent, int | np.integer) or not 0 <= agent < env.n_agents:
+        if not is_integer(agent) or not 0 <= agent < env.n_agents:
             raise ConfigurationError(f"agent must be an index in [0, {env.n_agents}); got {agent!r}")
         if others_learner is not None and not isinstance(others_learner, Learner):
             raise ConfigurationError(f"others_learner must be a mechgym Learner or None; got {others_learner!r}")

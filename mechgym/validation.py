@@ -6,8 +6,11 @@ of seed ``0``. These checks refuse such values with a message naming the argumen
 
 from __future__ import annotations
 
+import numbers
 import operator
-from typing import Any
+from typing import Any, TypeGuard
+
+import numpy as np
 
 from mechgym.errors import ConfigurationError
 
@@ -18,6 +21,18 @@ SEED_LIMIT = 2**64
 COUNTER_LIMIT = 2**32
 
 
+def is_integer(value: Any, *, numpy: bool = True) -> TypeGuard[int]:
+    """Whether ``value`` is an integer: a Python ``int`` (or, with ``numpy``, a NumPy integer), never a bool.
+
+    The one integer test of both packages: floats (even ``2.0``), strings and bools are not integers. Options
+    that are stored as JSON pass ``numpy=False`` (a NumPy integer is not JSON-serialisable). A NumPy integer
+    compares and converts like an ``int``, hence the type guard.
+    """
+    if isinstance(value, bool | np.bool_):
+        return False
+    return isinstance(value, numbers.Integral if numpy else int)
+
+
 def check_int(value: Any, name: str, *, low: int | None = None, high: int | None = None) -> int:
     """``value`` as a Python int if it is an integer (Python or NumPy, not a bool) in ``[low, high)``.
 
@@ -26,10 +41,9 @@ def check_int(value: Any, name: str, *, low: int | None = None, high: int | None
     """
     if isinstance(value, bool):
         raise ConfigurationError(f"{name} must be an integer; got the bool {value!r}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise ConfigurationError(f"{name} must be an integer; got {value!r} ({type(value).__name__})") from None
+    if not is_integer(value):
+        raise ConfigurationError(f"{name} must be an integer; got {value!r} ({type(value).__name__})")
+    number = operator.index(value)
     if low is not None and number < low:
         raise ConfigurationError(f"{name} must be an integer >= {low}; got {number}")
     if high is not None and number >= high:
@@ -39,7 +53,7 @@ def check_int(value: Any, name: str, *, low: int | None = None, high: int | None
 
 def check_seed(value: Any, name: str = "seed") -> int:
     """A seed: an integer in ``[0, 2**64)`` (every such seed gives its own random numbers; no other does)."""
-    if isinstance(value, bool) or not _is_integer(value):
+    if not is_integer(value):
         raise ConfigurationError(f"{name} must be an integer in [0, 2**64); got {value!r} ({type(value).__name__})")
     seed = operator.index(value)
     if not 0 <= seed < SEED_LIMIT:
@@ -57,11 +71,3 @@ def check_counter_range(first: int, count: int, name: str) -> None:
             f"{name} {first} .. {first + count - 1} do not fit the generator's 32-bit counters (at most "
             f"{COUNTER_LIMIT - 1}); larger indices would repeat the draws of smaller ones"
         )
-
-
-def _is_integer(value: Any) -> bool:
-    try:
-        operator.index(value)
-    except TypeError:
-        return False
-    return True

@@ -94,6 +94,9 @@ SMOKE: tuple[Substitution, ...] = (
 
 #: ```bash blocks that are not run, by page and first line, and why.
 NOT_RUN: dict[tuple[str, str], str] = {
+    ("docs/results.md", "python -m diml_inverse.experiments zoo --out runs/zoo --threads 1"): (
+        "the recovery zoo: 39 fits, minutes (tests/diml_inverse/experiments/test_zoo.py runs it with --smoke)"
+    ),
     ("README.md", 'python -m pip install -e ".[dev]" && python examples/01_quickstart.py'): (
         "installs the package and runs example 01 (tests/test_examples.py runs it with --smoke); CI runs the "
         "install and the test command"

@@ -13,7 +13,9 @@ One module per rule of :mod:`mechgym.learners`, each with its parallel log-proba
   realised payoffs scanned in chunks; learns ``q0``.
 
 :func:`~diml_inverse.log_likelihood` and :func:`~diml_inverse.fit` find a learner's rule with
-:func:`dynamics_for`; a third-party rule plugs in with :func:`register_dynamics`. The four built-in rules are
+:func:`dynamics_for`; a third-party rule plugs in with :func:`register_dynamics`. Every rule's
+log-probabilities are a function ``log_probs(learner, unroll)`` of the learner and an :class:`Unroll` (the
+counterfactual payoffs, the actions and the overrides). The four built-in rules are
 registered below.
 """
 
@@ -40,6 +42,7 @@ from diml_inverse.dynamics.registry import (
     LEARNABLE_PARAMETERS,
     Dynamics,
     TraceLogProbs,
+    Unroll,
     dynamics_for,
     register_dynamics,
 )
@@ -54,6 +57,7 @@ __all__ = [
     "WHOLE_HORIZON_MAX_ROUNDS",
     "Dynamics",
     "TraceLogProbs",
+    "Unroll",
     "bandit_q_log_likelihood",
     "bandit_q_log_probs",
     "bandit_q_scores",

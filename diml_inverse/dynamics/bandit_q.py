@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from diml_inverse.dynamics.filters import as_scalar, initial_state
-from diml_inverse.dynamics.registry import next_action_log_probs
+from diml_inverse.dynamics.registry import Unroll, next_action_log_probs
 from mechgym.devices import device_of
 from mechgym.errors import ConfigurationError, InvalidActionError
 from mechgym.learners import BanditQ, Learner, logit_log_policy
@@ -150,35 +150,27 @@ def bandit_q_log_probs(
     return next_action_log_probs(logit_log_policy(scores, learner.beta, eps), next_actions)
 
 
-def bandit_q_trace_log_probs(
-    learner: Learner,
-    payoffs: Tensor,
-    next_actions: Tensor,
-    *,
-    own_actions: Tensor,
-    q0: Tensor | float | None,
-    alpha: Tensor | float | None,
-    epsilon: Tensor | float | None,
-    chunk_size: int | None,
-) -> Tensor:
+def bandit_q_trace_log_probs(learner: Learner, unroll: Unroll) -> Tensor:
     """:func:`bandit_q_log_probs` in the shape of the dispatch table (:class:`~diml_inverse.dynamics.TraceLogProbs`).
 
-    The table's functions receive the counterfactual payoffs ``[E, T', N, A]`` and the next actions; bandit-Q
-    also needs ``own_actions`` (the actions of rounds ``1..T'``, at which the realised payoffs are read).
-    It is registered for ``BanditQ``, so :func:`~diml_inverse.log_likelihood` and
-    :func:`~diml_inverse.fit` accept bandit-Q.
+    The table's functions receive the counterfactual payoffs ``[E, T', N, A]``; bandit-Q learns from the
+    realised ones, read at ``unroll.own_actions`` (:meth:`~diml_inverse.dynamics.Unroll.realised_payoffs`).
+    It is registered for ``BanditQ``, so :func:`~diml_inverse.log_likelihood` and :func:`~diml_inverse.fit`
+    accept bandit-Q.
+
+    Raises:
+        ConfigurationError: ``unroll.own_actions`` is ``None``, another learner, a bad override.
     """
-    realised = payoffs.gather(-1, own_actions.long()[..., None]).squeeze(-1)  # r(t) = u(a(t), a_-i(t))
     return bandit_q_log_probs(
         learner,
-        realised,
-        own_actions,
-        next_actions,
-        n_actions=payoffs.shape[-1],
-        q0=q0,
-        alpha=alpha,
-        epsilon=epsilon,
-        chunk_size=chunk_size,
+        unroll.realised_payoffs(),  # r(t) = u(a(t), a_-i(t))
+        unroll.played(),
+        unroll.next_actions,
+        n_actions=unroll.payoffs.shape[-1],
+        q0=unroll.q0,
+        alpha=unroll.alpha,
+        epsilon=unroll.epsilon,
+        chunk_size=unroll.chunk_size,
     )
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from diml_inverse.dynamics.filters import as_scalar, check_payoffs, initial_state
-from diml_inverse.dynamics.registry import next_action_log_probs, refuse_overrides
+from diml_inverse.dynamics.registry import Unroll
 from mechgym.errors import ConfigurationError
 from mechgym.learners import Hedge, Learner, logit_log_policy
 
@@ -35,35 +35,22 @@ def hedge_scores(payoffs: Tensor, q0: Tensor | float = 0.0) -> Tensor:
     return initial[:, None] + torch.cumsum(payoffs, dim=1)
 
 
-def hedge_log_probs(
-    learner: Learner,
-    payoffs: Tensor,
-    next_actions: Tensor,
-    *,
-    own_actions: Tensor | None = None,
-    q0: Tensor | float | None,
-    alpha: Tensor | float | None,
-    epsilon: Tensor | float | None,
-    chunk_size: int | None,
-) -> Tensor:
+def hedge_log_probs(learner: Learner, unroll: Unroll) -> Tensor:
     """Eq. (H1)-(H2) for every round at once: ``[E, T', N]`` log-probabilities of the next actions.
+
+    Overrides ``q0`` (``S(1)``, e.g. a learned ``[N, A]``) and ``epsilon`` replace the learner's; Hedge has no
+    ``alpha``. ``unroll.own_actions`` and ``unroll.chunk_size`` are unused (full information, no chunks).
 
     Args:
         learner: A :class:`~mechgym.learners.Hedge`.
-        payoffs: Counterfactual payoffs ``u(1..T')``, ``[E, T', N, A]``.
-        next_actions: Actions of rounds ``2..T``, ``[E, T', N]``.
-        own_actions: Unused (full-information feedback).
-        q0: ``S(1)`` overriding ``learner.q0`` (e.g. a learned ``[N, A]``), or ``None``.
-        alpha: Must be ``None`` (Hedge has no ``alpha``).
-        epsilon: Exploration overriding ``learner.epsilon``, or ``None``.
-        chunk_size: Unused (the cumulative sum needs no chunking).
+        unroll: The traces and overrides (:class:`~diml_inverse.dynamics.Unroll`).
 
     Raises:
         ConfigurationError: another learner, ``alpha`` given, bad shapes.
     """
     if not isinstance(learner, Hedge):
         raise ConfigurationError(f"hedge_log_probs needs a Hedge learner; got {type(learner).__name__}")
-    refuse_overrides(learner, alpha=alpha)
-    scores = hedge_scores(payoffs, learner.q0 if q0 is None else q0)
-    eps = as_scalar(learner.epsilon if epsilon is None else epsilon, "epsilon", payoffs)
-    return next_action_log_probs(logit_log_policy(scores, learner.eta, eps), next_actions)
+    unroll.refuse(learner, "alpha")
+    scores = hedge_scores(unroll.payoffs, unroll.value("q0", learner.q0))
+    eps = as_scalar(unroll.value("epsilon", learner.epsilon), "epsilon", unroll.payoffs)
+    return unroll.log_probs_of(logit_log_policy(scores, learner.eta, eps))

@@ -2,9 +2,9 @@
 
 :func:`~diml_inverse.log_likelihood`, :func:`~diml_inverse.trace_terms` and :func:`~diml_inverse.fit` look the
 assumed learner up with :func:`dynamics_for`. An entry holds the rule's parallel log-probabilities (a
-:class:`TraceLogProbs`) and declares what a fit may learn of the rule and whether its state forgets. A
-third-party rule plugs in with :func:`register_dynamics`; the built-in ones are registered by
-:mod:`diml_inverse.dynamics`.
+:class:`TraceLogProbs`: a function of the learner and of an :class:`Unroll` of the traces) and declares what a
+fit may learn of the rule and whether its state forgets. A third-party rule plugs in with
+:func:`register_dynamics`; the built-in ones are registered by :mod:`diml_inverse.dynamics`.
 
 Shapes: ``E`` episodes, ``T' = T - 1`` updates, ``N`` agents (or ``K`` of them), ``A`` actions.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Set
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from torch import Tensor
 
@@ -26,9 +26,9 @@ __all__ = [
     "LEARNABLE_PARAMETERS",
     "Dynamics",
     "TraceLogProbs",
+    "Unroll",
     "dynamics_for",
     "next_action_log_probs",
-    "refuse_overrides",
     "register_dynamics",
 ]
 
@@ -36,36 +36,95 @@ __all__ = [
 LEARNABLE_PARAMETERS: frozenset[str] = frozenset({"q0", "alpha", "epsilon"})
 
 
-class TraceLogProbs(Protocol):
-    """A rule's parallel log-probabilities: ``[E, T', K]`` log-probabilities of the next actions.
+OverrideName = Literal["q0", "alpha", "epsilon"]
 
-    Args:
-        learner: The assumed learner (an instance of the class it is registered for, or of a subclass).
-        payoffs: Counterfactual payoffs ``u(1..T')`` (paper Eq. 1), ``[E, T', K, A]``.
-        next_actions: Actions of rounds ``2..T``, ``[E, T', K]``.
-        own_actions: Actions of rounds ``1..T'``, ``[E, T', K]`` (the realised payoffs are
-            ``payoffs.gather(-1, own_actions[..., None])``).
-        q0: Initial state overriding the learner's (a scalar or broadcastable to ``[E, K, A]``), or ``None``.
-        alpha: Learning rate overriding the learner's, or ``None``.
-        epsilon: Exploration overriding the learner's, or ``None``.
-        chunk_size: Rounds per chunk of the rule's filter, or ``None`` for its default.
 
-    A rule raises :class:`~mechgym.errors.ConfigurationError` for an override it has no parameter for
-    (:func:`refuse_overrides`). Tensor overrides must stay differentiable: ``fit`` learns through them.
+@dataclass(frozen=True)
+class Unroll:
+    """What every rule's parallel log-probabilities read: traces unrolled over their ``T'`` updates.
+
+    :func:`~diml_inverse.trace_terms` builds one per call and hands it, with the learner, to the rule's
+    :class:`TraceLogProbs`. The overrides stand in for the learner's own values (``None`` keeps those); tensor
+    overrides must stay differentiable, since ``fit`` learns through them. Shapes are checked by the rules'
+    filters, where the message can name the rule.
+
+    Example:
+        >>> payoffs = mechanism.counterfactual_payoffs(actions[:, :-1])  # u(1..T'), Eq. (1)
+        >>> unroll = Unroll(payoffs, actions[:, 1:], own_actions=actions[:, :-1], alpha=0.3)
+        >>> logit_q_log_probs(LogitQ(), unroll)  # [E, T', N], with alpha = 0.3
     """
 
-    def __call__(
-        self,
-        learner: Learner,
-        payoffs: Tensor,
-        next_actions: Tensor,
-        *,
-        own_actions: Tensor,
-        q0: Tensor | float | None,
-        alpha: Tensor | float | None,
-        epsilon: Tensor | float | None,
-        chunk_size: int | None,
-    ) -> Tensor: ...
+    payoffs: Tensor
+    """Counterfactual payoffs ``u(1..T')`` (paper Eq. 1), ``[E, T', N, A]``."""
+    next_actions: Tensor
+    """Actions of rounds ``2..T``, ``[E, T', N]``: the ones whose log-probabilities are returned."""
+    own_actions: Tensor | None = None
+    """Actions of rounds ``1..T'``, ``[E, T', N]`` (the realised payoffs are ``payoffs`` read at them), or
+    ``None`` where a full-information rule is called without them."""
+    q0: Tensor | float | None = None
+    """Initial state overriding the learner's (a scalar or broadcastable to ``[E, N, A]``), or ``None``."""
+    alpha: Tensor | float | None = None
+    """Learning rate overriding the learner's, or ``None``."""
+    epsilon: Tensor | float | None = None
+    """Exploration overriding the learner's, or ``None``."""
+    chunk_size: int | None = None
+    """Rounds per chunk of the rule's filter, or ``None`` for its default (rules that need no chunks ignore it)."""
+
+    def value(self, name: OverrideName, own: Tensor | float) -> Tensor | float:
+        """The override ``name`` if one was given, else ``own`` (the learner's value, e.g. ``learner.alpha``)."""
+        override: Tensor | float | None = getattr(self, name)
+        return own if override is None else override
+
+    def refuse(self, learner: Learner, *names: OverrideName) -> None:
+        """Raise for overrides among ``names`` that the learner has no parameter for (``alpha`` of Hedge...).
+
+        Raises:
+            ConfigurationError: one of ``names`` is overridden (not ``None``).
+        """
+        given = sorted(name for name in names if getattr(self, name) is not None)
+        if given:
+            raise ConfigurationError(
+                f"{type(learner).__name__} has no {' or '.join(given)} to override; its parameters are "
+                f"{sorted(learner.params())}. Pass None (fit: learn_alpha=False, learn_epsilon=False"
+                f"{', learn_q0=False' if 'q0' in given else ''})"
+            )
+
+    def played(self) -> Tensor:
+        """``own_actions``, for a rule that needs them (bandit feedback).
+
+        Raises:
+            ConfigurationError: ``own_actions`` is ``None``.
+        """
+        if self.own_actions is None:
+            raise ConfigurationError(
+                "this rule learns from realised payoffs and needs own_actions (the actions of rounds 1..T', "
+                "[E, T', N]); pass Unroll(..., own_actions=actions[:, :-1])"
+            )
+        return self.own_actions
+
+    def realised_payoffs(self) -> Tensor:
+        """``payoffs`` read at ``own_actions``: ``r(t) = u(a(t), a_-i(t))``, ``[E, T', N]``.
+
+        Raises:
+            ConfigurationError: ``own_actions`` is ``None``.
+        """
+        return self.payoffs.gather(-1, self.played().long()[..., None]).squeeze(-1)
+
+    def log_probs_of(self, log_policy: Tensor) -> Tensor:
+        """``log_policy [E, T', N, A]`` read at ``next_actions``: the ``[E, T', N]`` terms of Eq. (5)."""
+        return next_action_log_probs(log_policy, self.next_actions)
+
+
+class TraceLogProbs(Protocol):
+    """A rule's parallel log-probabilities: ``log_probs(learner, unroll)``, ``[E, T', N]``.
+
+    ``learner`` is the assumed learner (an instance of the class the rule is registered for, or of a subclass)
+    and ``unroll`` the traces and overrides (:class:`Unroll`). A rule raises
+    :class:`~mechgym.errors.ConfigurationError` for another learner and for an override it has no parameter
+    for (:meth:`Unroll.refuse`).
+    """
+
+    def __call__(self, learner: Learner, unroll: Unroll, /) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -74,7 +133,7 @@ class Dynamics:
 
     Attributes:
         learner_class: The :class:`~mechgym.learners.Learner` subclass (its subclasses share the entry).
-        log_probs: The rule's parallel log-probabilities (:class:`TraceLogProbs`).
+        log_probs: The rule's parallel log-probabilities, ``log_probs(learner, unroll)`` (:class:`TraceLogProbs`).
         learnable: Which of :data:`LEARNABLE_PARAMETERS` a fit may learn jointly with the mechanism; each
             must be a field of ``learner_class`` and an override that ``log_probs`` accepts as a tensor.
         forgets: Whether the rule's state decays exponentially, so that round windows with a burn-in
@@ -136,8 +195,9 @@ def register_dynamics(
 
     Args:
         learner_class: A :class:`~mechgym.learners.Learner` subclass (a frozen dataclass of hyperparameters).
-        log_probs: Its parallel log-probabilities (:class:`TraceLogProbs`), checked against a step-by-step
-            recursion of the rule in the tests, as the built-in rules are.
+        log_probs: Its parallel log-probabilities, ``log_probs(learner, unroll) -> [E, T', N]``
+            (:class:`TraceLogProbs` over an :class:`Unroll`), checked against a step-by-step recursion of the
+            rule in the tests, as the built-in rules are.
         learnable: The parameters a fit may learn, a subset of :data:`LEARNABLE_PARAMETERS`.
         forgets: Whether the state decays exponentially (round windows are refused otherwise).
 
@@ -184,21 +244,6 @@ def dynamics_for(learner: Learner) -> Dynamics:
         f"{name} has no parallel likelihood: {suggest(name, known, 'learning rule')} Pass one of those learners, "
         f"or register the rule with diml_inverse.dynamics.register_dynamics({name}, log_probs)"
     )
-
-
-def refuse_overrides(learner: Learner, **overrides: object) -> None:
-    """Raise for overrides the learner has no parameter for (``alpha`` of Hedge, ``q0`` of smooth FP...).
-
-    Raises:
-        ConfigurationError: an override that is not ``None``.
-    """
-    given = sorted(name for name, value in overrides.items() if value is not None)
-    if given:
-        raise ConfigurationError(
-            f"{type(learner).__name__} has no {' or '.join(given)} to override; its parameters are "
-            f"{sorted(learner.params())}. Pass None (fit: learn_alpha=False, learn_epsilon=False"
-            f"{', learn_q0=False' if 'q0' in given else ''})"
-        )
 
 
 def next_action_log_probs(log_policy: Tensor, next_actions: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from diml_inverse.dynamics.filters import as_scalar, check_payoffs
-from diml_inverse.dynamics.registry import next_action_log_probs, refuse_overrides
+from diml_inverse.dynamics.registry import Unroll
 from mechgym.errors import ConfigurationError
 from mechgym.learners import Learner, SmoothFP, logit_log_policy
 
@@ -35,35 +35,22 @@ def smooth_fp_beliefs(payoffs: Tensor, prior_weight: Tensor | float) -> Tensor:
     return torch.cumsum(payoffs, dim=1) / counts[:, None, None]
 
 
-def smooth_fp_log_probs(
-    learner: Learner,
-    payoffs: Tensor,
-    next_actions: Tensor,
-    *,
-    own_actions: Tensor | None = None,
-    q0: Tensor | float | None,
-    alpha: Tensor | float | None,
-    epsilon: Tensor | float | None,
-    chunk_size: int | None,
-) -> Tensor:
+def smooth_fp_log_probs(learner: Learner, unroll: Unroll) -> Tensor:
     """Eq. (F1)-(F2) for every round at once: ``[E, T', N]`` log-probabilities of the next actions.
+
+    Only ``epsilon`` can be overridden: the prior is ``prior_weight`` rounds of equal payoffs (no ``q0``) and
+    the step is ``1 / (w0 + t)`` (no ``alpha``). ``unroll.own_actions`` and ``unroll.chunk_size`` are unused.
 
     Args:
         learner: A :class:`~mechgym.learners.SmoothFP`.
-        payoffs: Counterfactual payoffs ``u(1..T')``, ``[E, T', N, A]``.
-        next_actions: Actions of rounds ``2..T``, ``[E, T', N]``.
-        own_actions: Unused (full-information feedback).
-        q0: Must be ``None`` (the prior is ``prior_weight`` rounds of equal payoffs).
-        alpha: Must be ``None`` (the step is ``1 / (w0 + t)``).
-        epsilon: Exploration overriding ``learner.epsilon``, or ``None``.
-        chunk_size: Unused (the cumulative mean needs no chunking).
+        unroll: The traces and overrides (:class:`~diml_inverse.dynamics.Unroll`).
 
     Raises:
         ConfigurationError: another learner, ``q0`` or ``alpha`` given, bad shapes.
     """
     if not isinstance(learner, SmoothFP):
         raise ConfigurationError(f"smooth_fp_log_probs needs a SmoothFP learner; got {type(learner).__name__}")
-    refuse_overrides(learner, q0=q0, alpha=alpha)
-    beliefs = smooth_fp_beliefs(payoffs, learner.prior_weight)
-    eps = as_scalar(learner.epsilon if epsilon is None else epsilon, "epsilon", payoffs)
-    return next_action_log_probs(logit_log_policy(beliefs, learner.beta, eps), next_actions)
+    unroll.refuse(learner, "q0", "alpha")
+    beliefs = smooth_fp_beliefs(unroll.payoffs, learner.prior_weight)
+    eps = as_scalar(unroll.value("epsilon", learner.epsilon), "epsilon", unroll.payoffs)
+    return unroll.log_probs_of(logit_log_policy(beliefs, learner.beta, eps))

@@ -7,6 +7,7 @@ Examples::
     python -m diml_inverse.experiments run all --smoke --out /tmp/smoke
     python -m diml_inverse.experiments report runs/experiments --figures-dir docs/figures
     python -m diml_inverse.experiments misspec --seeds 0 1 2 --out runs/experiments --figures-dir docs/figures
+    python -m diml_inverse.experiments zoo --seeds 0 1 2 --out runs/zoo --threads 1
 """
 
 from __future__ import annotations
@@ -79,6 +80,16 @@ def _parser() -> argparse.ArgumentParser:
     misspec.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     misspec.add_argument("--figures-dir", type=Path, default=None, help="also copy the figure here")
     misspec.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    zoo = commands.add_parser(
+        "zoo", help="the recovery zoo: fit the default DIML to games that are not the paper's, score each one"
+    )
+    zoo.add_argument("--out", type=Path, required=True, help="output directory (OUT/zoo/...)")
+    zoo.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (seed s: truth s)")
+    zoo.add_argument("--games", nargs="+", default=None, help="games by name (default: every zoo game)")
+    zoo.add_argument("--epochs", type=int, default=None, help="override the default fit's epochs")
+    zoo.add_argument("--smoke", action="store_true", help="tiny sizes and 2 epochs: proves the pipeline only")
+    zoo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    zoo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     report = commands.add_parser("report", help="merge the seeds under OUT into tables and figures")
     report.add_argument("out", type=Path, help="the --out directory of earlier runs")
     report.add_argument("experiments", nargs="*", default=None, help="which ones (default: every one found)")
@@ -141,6 +152,26 @@ def _misspec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from diml_inverse.experiments.zoo import build_zoo_report, run_zoo, zoo_config
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    config = zoo_config(games=args.games, epochs=args.epochs, smoke=args.smoke)
+    started = time.perf_counter()
+    walls = run_zoo(config, args.seeds, args.out, progress=not args.quiet)
+    for seed, seconds in walls.items():
+        print(f"zoo seed {seed}: {seconds:.1f} s ({torch.get_num_threads()} torch threads)")
+    paths = build_zoo_report(args.out, seeds=args.seeds)
+    print(paths["markdown"].read_text())
+    print(f"total {time.perf_counter() - started:.1f} s; wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -150,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "misspec":
             return _misspec(args)
+        if args.command == "zoo":
+            return _zoo(args)
         from diml_inverse.experiments.configs import EXPERIMENT_NAMES
 
         names = args.experiments or [n for n in EXPERIMENT_NAMES if (args.out / n).is_dir()]

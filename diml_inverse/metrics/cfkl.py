@@ -7,7 +7,10 @@ every episode and round are pooled into histograms (:mod:`diml_inverse.metrics.h
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from torch import Tensor
+from typing_extensions import Unpack
 
 from diml_inverse.metrics.histograms import KL_FLOOR, HistogramKind, empirical_kl
 from diml_inverse.metrics.inputs import check_same_game, derive_seed
@@ -94,16 +97,21 @@ def cfkl_params(
     return empirical_kl(p, q, truth.n_actions, kind, floor)
 
 
+class CfklOptions(TypedDict, total=False):
+    """The keyword options of :func:`cfkl_params` (``shift``, ``kind``, ``floor``), for functions that pass them on."""
+
+    shift: tuple[float, float, float] | None
+    kind: HistogramKind
+    floor: float
+
+
 def cfkl_noise_floor(
     truth: Mechanism,
     learner: Learner,
     n_episodes: int = 300,
     n_rounds: int = 50,
     seed: int = 0,
-    *,
-    shift: tuple[float, float, float] | None = DEFAULT_SHIFT,
-    kind: HistogramKind = "auto",
-    floor: float = KL_FLOOR,
+    **options: Unpack[CfklOptions],
 ) -> float:
     """:func:`cfkl_params` of the truth against itself: the plug-in KL's sampling noise at this size.
 
@@ -111,4 +119,4 @@ def cfkl_noise_floor(
     ``"cfkl/estimate"``). The reference measured 0.014 (E1), 0.045 (E2), 0.027 (E3) at 300 x 50 and 0.10
     (E4, 40 agents) at 120 x 30: a fit cannot be told apart from the truth below this level.
     """
-    return cfkl_params(truth, truth, learner, n_episodes, n_rounds, seed, shift=shift, kind=kind, floor=floor)
+    return cfkl_params(truth, truth, learner, n_episodes, n_rounds, seed, **options)

@@ -10,6 +10,7 @@ from torch import Tensor
 from mechgym.errors import ConfigurationError, InvalidActionError, TraceDatasetError
 from mechgym.mechanisms import Mechanism, validate_joint_actions
 from mechgym.traces.dataset import TraceDataset
+from mechgym.validation import is_integer
 
 __all__ = ["Traces", "check_same_game", "derive_seed", "detached_float", "trace_actions"]
 
@@ -26,7 +27,7 @@ def derive_seed(seed: int, purpose: str) -> int:
     Raises:
         ConfigurationError: ``seed`` is not a non-negative integer.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+    if not is_integer(seed) or seed < 0:
         raise ConfigurationError(f"seed must be a non-negative integer; got {seed!r}")
     words = np.random.SeedSequence([int(seed), zlib.crc32(purpose.encode())]).generate_state(2, np.uint32)
     return ((int(words[0]) << 32) | int(words[1])) & ((1 << 63) - 1)

@@ -11,6 +11,7 @@ from diml_inverse.metrics.inputs import Traces, detached_float, trace_actions
 from mechgym.errors import ConfigurationError
 from mechgym.learners import Learner
 from mechgym.mechanisms import Mechanism
+from mechgym.validation import is_integer
 
 __all__ = ["heldout_nll", "uniform_nll"]
 
@@ -37,6 +38,6 @@ def heldout_nll(mechanism: Mechanism, traces: Traces, learner: Learner, q0: Tens
 
 def uniform_nll(n_actions: int) -> float:
     """``log A``: the NLL per agent-round of uniformly random play."""
-    if isinstance(n_actions, bool) or not isinstance(n_actions, int) or n_actions < 1:
+    if not is_integer(n_actions, numpy=False) or n_actions < 1:
         raise ConfigurationError(f"n_actions must be an integer >= 1; got {n_actions!r}")
     return math.log(n_actions)

@@ -18,6 +18,7 @@ from torch import Tensor
 from diml_inverse.metrics.inputs import Traces, check_same_game, derive_seed, detached_float, trace_actions
 from mechgym.errors import ConfigurationError
 from mechgym.mechanisms import Mechanism
+from mechgym.validation import is_integer
 
 __all__ = [
     "DiffContexts",
@@ -72,7 +73,7 @@ def sample_diff_contexts(
         ConfigurationError: ``n_samples < 1`` or a bad seed.
         InvalidActionError, TraceDatasetError: traces of another game or malformed traces.
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+    if not is_integer(n_samples, numpy=False) or n_samples < 1:
         raise ConfigurationError(f"n_samples must be an integer >= 1; got {n_samples!r}")
     actions = trace_actions(traces, n_agents, n_actions)
     n_episodes, n_rounds, _ = actions.shape

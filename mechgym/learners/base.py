@@ -48,7 +48,6 @@ class Learner(ABC):
     def update(self, state: Tensor, counterfactual_payoffs: Tensor, actions: Tensor) -> Tensor:
         """The next state from the counterfactual payoffs ``[..., A]`` and own played actions ``[...]``."""
 
-    @abstractmethod
     def shifted(
         self,
         alpha_factor: float = DEFAULT_SHIFT[0],
@@ -57,7 +56,13 @@ class Learner(ABC):
     ) -> Learner:
         """The counterfactual-shift learner of the cfkl metric: learning speed scaled by ``alpha_factor``, the
         inverse temperature by ``beta_factor`` and exploration by ``epsilon_factor`` (capped at 0.5), each in the
-        rule's own parameters (defaults: :data:`DEFAULT_SHIFT`, the paper's factors)."""
+        rule's own parameters (defaults: :data:`DEFAULT_SHIFT`, the paper's factors). Every rule says what that
+        means for its parameters in :meth:`apply_shift`."""
+        return self.apply_shift(alpha_factor, beta_factor, epsilon_factor)
+
+    @abstractmethod
+    def apply_shift(self, alpha_factor: float, beta_factor: float, epsilon_factor: float) -> Learner:
+        """:meth:`shifted` for this rule: a copy with its own parameters scaled by the three factors."""
 
     def policy(self, state: Tensor) -> Tensor:
         """Choice probabilities ``[..., A]``."""

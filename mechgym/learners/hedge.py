@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from mechgym.learners.base import DEFAULT_SHIFT, Learner, check_hyperparameters, is_positive, register_learner
+from mechgym.learners.base import Learner, check_hyperparameters, is_positive, register_learner
 from mechgym.learners.logit_q import logit_log_policy, logit_policy
 
 
@@ -70,12 +70,7 @@ class Hedge(Learner):
     def update(self, state: Tensor, counterfactual_payoffs: Tensor, actions: Tensor) -> Tensor:
         return hedge_update(state, counterfactual_payoffs)
 
-    def shifted(
-        self,
-        alpha_factor: float = DEFAULT_SHIFT[0],
-        beta_factor: float = DEFAULT_SHIFT[1],
-        epsilon_factor: float = DEFAULT_SHIFT[2],
-    ) -> Learner:
+    def apply_shift(self, alpha_factor: float, beta_factor: float, epsilon_factor: float) -> Learner:
         """The counterfactual-shift learner of the cfkl metric (the paper's factors; epsilon <= 0.5).
 
         ``eta`` is both Hedge's learning speed and its inverse temperature, so it takes both factors:

@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from mechgym.learners.base import DEFAULT_SHIFT, Learner, check_hyperparameters, is_positive, register_learner
+from mechgym.learners.base import Learner, check_hyperparameters, is_positive, register_learner
 
 
 def logit_q_update(q: Tensor, counterfactual_payoffs: Tensor, alpha: float | Tensor) -> Tensor:
@@ -81,12 +81,7 @@ class LogitChoiceLearner(Learner):
     def policy(self, state: Tensor) -> Tensor:
         return logit_policy(state, self.beta, self.epsilon)
 
-    def shifted(
-        self,
-        alpha_factor: float = DEFAULT_SHIFT[0],
-        beta_factor: float = DEFAULT_SHIFT[1],
-        epsilon_factor: float = DEFAULT_SHIFT[2],
-    ) -> Learner:
+    def apply_shift(self, alpha_factor: float, beta_factor: float, epsilon_factor: float) -> Learner:
         """The counterfactual-shift learner of the cfkl metric (defaults: the paper's factors; epsilon <= 0.5)."""
         return self.replace(
             alpha=round(min(1.0, self.alpha * alpha_factor), 12),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 
 from mechgym.errors import MechGymError, TraceDatasetError
 from mechgym.files import MAX_JSON_DEPTH, json_depth
-from mechgym.validation import SEED_LIMIT
+from mechgym.validation import SEED_LIMIT, is_integer
 
 #: Version of the on-disk schema; bumped on incompatible changes.
 SCHEMA_VERSION = 1
@@ -46,7 +45,7 @@ def _integer(name: str, value: Any, low: int, high: int | None, hint: str) -> in
 
     ``high`` is ``None`` or a power of two.
     """
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
+    if is_integer(value):
         number = int(value)
         if number >= low and (high is None or number < high):
             return number

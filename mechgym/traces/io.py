@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from mechgym.errors import MechGymError, TraceDatasetError, TraceFileError
 from mechgym.files import ContentHasher, atomic_write, is_sha256_hex, parse_json
 from mechgym.traces.dataset import SCHEMA_VERSION, TraceDataset, TraceMetadata
+from mechgym.validation import is_integer
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def _metadata_from_json(text: str | bytes, path: Path) -> TraceMetadata:
     if not isinstance(data, dict):
         raise TraceFileError(f"{path}: the mechgym metadata must be a JSON object; got {type(data).__name__}")
     version = data.get("schema_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if not is_integer(version, numpy=False) or version < 1:
         raise TraceFileError(f"{path}: the mechgym metadata has no valid schema_version (got {version!r})")
     if version > SCHEMA_VERSION:
         raise TraceFileError(

@@ -275,7 +275,7 @@ class _NotParallel(Learner):
     def update(self, state: Tensor, counterfactual_payoffs: Tensor, actions: Tensor) -> Tensor:
         return state
 
-    def shifted(self, alpha_factor: float = 0.6, beta_factor: float = 1.4, epsilon_factor: float = 1.5) -> Learner:
+    def apply_shift(self, alpha_factor: float, beta_factor: float, epsilon_factor: float) -> Learner:
         return self
 
 

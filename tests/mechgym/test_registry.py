@@ -177,3 +177,11 @@ def test_entry_point_that_is_not_a_mechanism_game() -> None:
     with pytest.warns(UserWarning, match="ParallelEnv"):
         listing = pprint_registry(disable_print=True) or ""
     assert "testreg/NotAGame-v0  (cannot be built" in listing
+
+
+def test_suggestions_put_the_same_name_in_another_namespace_first() -> None:
+    from mechgym.errors import suggest
+
+    ids = ["zoo/BPRCongestion-v0", "zoo/BPRCongestionStrong-v0", "mechgym/Congestion-v0"]
+    for wrong in ("Congestion-v0", "congestion", "mechgym/congestion-v0", "other/Congestion-v0"):
+        assert suggest(wrong, ids, "id").split("Did you mean ")[1].startswith("'mechgym/Congestion-v0'"), wrong

@@ -28,6 +28,7 @@ from mechgym.integrations.sb3.vec_env import AgentsVecEnv
 from mechgym.registration import make
 from mechgym.traces.dataset import TraceDataset
 from mechgym.traces.recorder import RecordTraces
+from mechgym.validation import is_integer
 
 Algorithm = Literal["ppo", "a2c", "dqn"]
 
@@ -83,7 +84,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _check_count(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+    if not is_integer(value) or value < low:
         raise ConfigurationError(f"{name} must be an integer >= {low}; got {value!r}")
     return int(value)
 

@@ -14,6 +14,7 @@ from torch import Tensor
 import diml_inverse
 import mechgym
 from diml_inverse.dynamics import (
+    Unroll,
     bandit_q_log_likelihood,
     bandit_q_scores,
     bandit_q_trace_log_probs,
@@ -220,15 +221,9 @@ def test_bandit_q_dispatch_form_reads_the_counterfactuals_at_the_own_actions() -
     mechanism = NeuralJointMechanism(3, 4, hidden=8, seed=0).double()
     actions = random_actions(2, 12, 3, 4, seed=1)
     learner = BanditQ(alpha=0.5, epsilon=0.1)
+    payoffs = mechanism.counterfactual_payoffs(actions[:, :-1])
     terms = bandit_q_trace_log_probs(
-        learner,
-        mechanism.counterfactual_payoffs(actions[:, :-1]),
-        actions[:, 1:],
-        own_actions=actions[:, :-1],
-        q0=None,
-        alpha=None,
-        epsilon=None,
-        chunk_size=5,
+        learner, Unroll(payoffs, actions[:, 1:], own_actions=actions[:, :-1], chunk_size=5)
     )
     torch.testing.assert_close(terms, recursion(mechanism, actions, learner))
 

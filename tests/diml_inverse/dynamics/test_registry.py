@@ -15,6 +15,7 @@ import mechgym
 from diml_inverse.dynamics import (
     DYNAMICS,
     Dynamics,
+    Unroll,
     bandit_q_trace_log_probs,
     dynamics_for,
     hedge_log_probs,
@@ -24,7 +25,6 @@ from diml_inverse.dynamics import (
     smooth_fp_log_probs,
 )
 from diml_inverse.dynamics.filters import as_scalar, check_payoffs, initial_state, resolve_chunk_size
-from diml_inverse.dynamics.registry import next_action_log_probs, refuse_overrides
 from diml_inverse.likelihood import log_likelihood, trace_terms
 from mechgym.errors import ConfigurationError
 from mechgym.learners import BanditQ, Hedge, Learner, LogitQ, SmoothFP, logit_log_policy
@@ -50,37 +50,27 @@ class DiscountedHedge(Learner):
     def update(self, state: Tensor, counterfactual_payoffs: Tensor, actions: Tensor) -> Tensor:
         return self.gamma * state + counterfactual_payoffs
 
-    def shifted(self, alpha_factor: float = 0.6, beta_factor: float = 1.4, epsilon_factor: float = 1.5) -> Learner:
+    def apply_shift(self, alpha_factor: float, beta_factor: float, epsilon_factor: float) -> Learner:
         return self.replace(eta=self.eta * beta_factor)
 
 
-def discounted_hedge_log_probs(
-    learner: Learner,
-    payoffs: Tensor,
-    next_actions: Tensor,
-    *,
-    own_actions: Tensor,
-    q0: Tensor | float | None,
-    alpha: Tensor | float | None,
-    epsilon: Tensor | float | None,
-    chunk_size: int | None,
-) -> Tensor:
+def discounted_hedge_log_probs(learner: Learner, unroll: Unroll) -> Tensor:
     """The rule's parallel form: the library's causal filter with ``keep = gamma``, ``gain = 1``."""
     assert isinstance(learner, DiscountedHedge)
-    refuse_overrides(learner, alpha=alpha, epsilon=epsilon)
+    unroll.refuse(learner, "alpha", "epsilon")
+    payoffs = unroll.payoffs
     check_payoffs(payoffs)
     n_episodes, n_updates, n_agents, n_actions = payoffs.shape
-    start = initial_state(learner.q0 if q0 is None else q0, n_episodes, n_agents, n_actions, payoffs)
+    start = initial_state(unroll.value("q0", learner.q0), n_episodes, n_agents, n_actions, payoffs)
     keep = as_scalar(learner.gamma, "gamma", payoffs)
     states = linear_filter(
         payoffs.reshape(n_episodes, n_updates, n_agents * n_actions),
         keep,
         torch.ones_like(keep),
         start.reshape(n_episodes, 1, n_agents * n_actions),
-        resolve_chunk_size(chunk_size, n_updates),
+        resolve_chunk_size(unroll.chunk_size, n_updates),
     )
-    log_policy = learner.log_policy(states.reshape(n_episodes, n_updates, n_agents, n_actions))
-    return next_action_log_probs(log_policy, next_actions)
+    return unroll.log_probs_of(learner.log_policy(states.reshape(n_episodes, n_updates, n_agents, n_actions)))
 
 
 @pytest.fixture
@@ -161,7 +151,7 @@ class LogitQQ(Learner):
     def update(self, state: Tensor, counterfactual_payoffs: Tensor, actions: Tensor) -> Tensor:
         return state
 
-    def shifted(self, alpha_factor: float = 0.6, beta_factor: float = 1.4, epsilon_factor: float = 1.5) -> Learner:
+    def apply_shift(self, alpha_factor: float, beta_factor: float, epsilon_factor: float) -> Learner:
         return self
 
 
