@@ -38,6 +38,7 @@ from mechgym.cli_support import (
 )
 from mechgym.errors import ConfigurationError
 from mechgym.learners import Learner
+from mechgym.memory import format_bytes
 
 #: ``--learner`` values trained with Stable-Baselines3 (the others are mechgym learning rules, simulated).
 SB3_LEARNERS = ("ppo", "a2c", "dqn")
@@ -52,15 +53,6 @@ def _parse_env_kwarg(text: str) -> tuple[str, Any]:
         return key.strip(), json.loads(value)
     except json.JSONDecodeError:
         return key.strip(), value
-
-
-def _human_size(n_bytes: int) -> str:
-    size = float(n_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 def _format_learner(learner: dict[str, Any] | None) -> str:
@@ -153,7 +145,7 @@ def _record(args: argparse.Namespace) -> int:
     print(
         f"recorded {traces.n_episodes} episodes x {traces.n_rounds} rounds x {traces.n_agents} agents "
         f"(A={traces.n_actions}) of {args.env_id} by {played_by}, seed {args.seed} "
-        f"-> {output} ({_human_size(output.stat().st_size)}, {elapsed:.1f} s)"
+        f"-> {output} ({format_bytes(output.stat().st_size)}, {elapsed:.1f} s)"
     )
     return 0
 
@@ -176,7 +168,7 @@ def _info(args: argparse.Namespace) -> int:
         return 0
     kind = "npz" if path.suffix.lower() == ".npz" else "Parquet"
     lines = [
-        f"{path} ({kind}, {_human_size(path.stat().st_size)})",
+        f"{path} ({kind}, {format_bytes(path.stat().st_size)})",
         f"  episodes  {traces.n_episodes}",
         f"  rounds    {traces.n_rounds}",
         f"  agents    {traces.n_agents}",

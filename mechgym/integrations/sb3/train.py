@@ -28,7 +28,7 @@ from mechgym.integrations.sb3.vec_env import AgentsVecEnv
 from mechgym.registration import make
 from mechgym.traces.dataset import TraceDataset
 from mechgym.traces.recorder import RecordTraces
-from mechgym.validation import is_integer
+from mechgym.validation import check_int, check_seed
 
 Algorithm = Literal["ppo", "a2c", "dqn"]
 
@@ -83,12 +83,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _check_count(name: str, value: Any, low: int) -> int:
-    if not is_integer(value) or value < low:
-        raise ConfigurationError(f"{name} must be an integer >= {low}; got {value!r}")
-    return int(value)
-
-
 def _build_model(
     algorithm: str, policy: str, env: Any, hyperparameters: dict[str, Any], seed: int, device: str
 ) -> BaseAlgorithm:
@@ -107,7 +101,7 @@ def _game(env: str | MechanismGameEnv, n_rounds: int | None) -> MechanismGameEnv
     game = make(env) if isinstance(env, str) else env.unwrapped
     if not isinstance(game, MechanismGameEnv):
         raise ConfigurationError(f"env must be a mechgym id or MechanismGameEnv; got {type(env).__name__}")
-    if n_rounds is not None and _check_count("n_rounds", n_rounds, 1) != game.n_rounds:
+    if n_rounds is not None and check_int(n_rounds, "n_rounds", low=1) != game.n_rounds:
         game = game.with_n_rounds(n_rounds)
     return game
 
@@ -214,8 +208,8 @@ def train_sb3(
     """
     if algorithm not in ALGORITHMS:
         raise ConfigurationError(f"algorithm must be one of {sorted(ALGORITHMS)}; got {algorithm!r}")
-    n_episodes = _check_count("n_episodes", n_episodes, 1)
-    seed = _check_count("seed", seed, 0)
+    n_episodes = check_int(n_episodes, "n_episodes", low=1)
+    seed = check_seed(seed)
     game = _game(env, n_rounds)
     params = _hyperparameters(algorithm, hyperparameters)
     recorder = RecordTraces(game)

@@ -172,9 +172,10 @@ def test_act_plays_the_game() -> None:
         ({"hyperparameters": {"seed": 3}}, "may not set"),
         ({"hyperparameters": {"n_step": 3}}, r"accepts .*n_steps"),
         ({"n_episodes": 0}, "n_episodes must be an integer >= 1"),
+        ({"seed": 2**64}, r"seed must be an integer in \[0, 2\*\*64\)"),
         ({"algorithm": "dqn", "hyperparameters": {"train_freq": (1, "episode")}}, "train_freq must count steps"),
     ],
-    ids=["algorithm", "reserved", "unknown", "episodes", "episodic-train-freq"],
+    ids=["algorithm", "reserved", "unknown", "episodes", "seed-alias", "episodic-train-freq"],
 )
 def test_bad_configuration(kwargs: dict[str, Any], message: str) -> None:
     options: dict[str, Any] = {"algorithm": "ppo", "n_episodes": 1, "n_rounds": 3, **kwargs}
