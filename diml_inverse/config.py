@@ -32,6 +32,7 @@ __all__ = [
     "FIT_ARGUMENTS",
     "FIT_OPTION_RULES",
     "FitConfig",
+    "Optimizer",
     "OptionRule",
     "Select",
     "check_fit_options",
@@ -40,6 +41,7 @@ __all__ = [
 
 #: Which epoch's parameters a fit returns: the best held-out likelihood's or the last one's.
 Select = Literal["best_valid", "last"]
+Optimizer = Literal["auto", "adam", "lbfgs"]
 
 
 def _is_int(value: object) -> bool:
@@ -126,6 +128,10 @@ FIT_OPTION_RULES: dict[str, OptionRule] = {
     "valid_fraction": OptionRule("a finite number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
     "patience": OptionRule(f"None or an integer >= 1 {_INT}", lambda v: v is None or (_is_int(v) and v >= 1)),
     "select": OptionRule("'best_valid' or 'last'", lambda v: isinstance(v, str) and v in ("best_valid", "last")),
+    "optimizer": OptionRule(
+        "'auto', 'adam' or 'lbfgs'", lambda v: isinstance(v, str) and v in ("auto", "adam", "lbfgs")
+    ),
+    "tune_prior": _BOOL,
     "learn_q0": _BOOL,
     "learn_alpha": _BOOL,
     "learn_epsilon": _BOOL,
@@ -175,6 +181,13 @@ def check_fit_options(**options: Any) -> None:
             f"{name} must be {rule.expected}; got {value!r} ({type(value).__name__}). "
             f"Pass e.g. {name}={_default(name)!r} (the default)"
         )
+    if options.get("optimizer") == "lbfgs":
+        for name in ("round_window", "agent_batch_size"):
+            if options.get(name) is not None:
+                raise ConfigurationError(
+                    "optimizer='lbfgs' takes full-batch steps over whole episodes and every agent, so it does not "
+                    f"take {name}={options[name]!r}; pass {name}=None or optimizer='adam'"
+                )
     if options.get("burn_in") is not None and "round_window" in options and options["round_window"] is None:
         raise ConfigurationError("burn_in only applies to round windows; pass round_window=... as well")
 
@@ -236,6 +249,20 @@ class FitConfig:
     """which epoch to return: best_valid (the best held-out likelihood) or last
 
     Without a validation split, the last epoch."""
+    optimizer: Optimizer = "auto"
+    """auto, adam (minibatch steps, the paper's) or lbfgs (full-batch quasi-Newton steps)
+
+    ``"auto"`` picks ``"lbfgs"`` for the model families with a prior (``"interaction"``, the default for small
+    games), whose loss is convex in the payoffs, and ``"adam"`` for every other family. With ``"lbfgs"`` an epoch
+    is up to 20 L-BFGS iterations on the whole training set (strong Wolfe line search); the fit stops early once
+    an epoch no longer lowers the loss. It does not take ``round_window`` or ``agent_batch_size``."""
+    tune_prior: bool = True
+    """choose a model prior's scale and decay by held-out NLL from a small grid
+
+    For families with a prior (``"interaction"``) whose ``model_kwargs`` do not set ``prior_scale`` and
+    ``prior_decay``: a coordinate search (decay 0.25, 0.5, 1 at scale 1, then scales 0.3 and 3 at the best decay),
+    each candidate trained on the same training episodes and scored on the validation episodes; the candidates
+    are in :attr:`FitResult.model_search`. Needs a validation split (``valid_fraction > 0``)."""
     learn_q0: bool = False
     """learn the initial scores Q(1) per agent and action"""
     learn_alpha: bool = False

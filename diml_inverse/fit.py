@@ -9,13 +9,14 @@ the minibatch negative log-likelihood), :class:`Checkpoints` keeps the epoch tha
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -29,8 +30,17 @@ from diml_inverse.fit_options import (
     check_fit_options_against_traces,
     estimate_fit_memory,
 )
+from diml_inverse.full_batch import FullBatchTrainer, search_prior
 from diml_inverse.likelihood import log_likelihood, trace_terms
-from diml_inverse.models import auto_model_name, build_model, model_skeleton
+from diml_inverse.models import (
+    PRIOR_FAMILIES,
+    ModelName,
+    activation_elements,
+    auto_model_candidates,
+    auto_model_name,
+    build_model,
+    model_skeleton,
+)
 from diml_inverse.result import FitResult
 from diml_inverse.windows import RoundWindows, check_forgetting_learner, default_burn_in, round_windows
 from mechgym.devices import resolve_device
@@ -39,6 +49,7 @@ from mechgym.learners import Learner
 from mechgym.mechanisms import Mechanism
 from mechgym.memory import check_memory as check_memory_budget
 from mechgym.registration import make
+from mechgym.threads import torch_threads
 from mechgym.traces import TraceDataset, load_traces
 
 __all__ = [
@@ -49,8 +60,12 @@ __all__ = [
     "FitProblem",
     "LearnerParameters",
     "Trainer",
+    "finish_epoch",
     "fit",
+    "mean_nll",
     "prepare_fit",
+    "train_family",
+    "tunes_prior",
 ]
 
 logger = logging.getLogger(__name__)
@@ -143,6 +158,8 @@ class FitProblem:
         train: Training actions ``[E_train, T, N]`` on ``device`` (the first episodes).
         valid: Held-out actions ``[E_valid, T, N]`` on ``device`` (the last ``valid_fraction`` of the episodes).
         order_seed: Seed of the minibatch (and agent, window) order.
+        auto_families: With ``model="auto"``, the families :func:`fit` tries, best held-out likelihood first
+            (:func:`~diml_inverse.models.auto_model_candidates`); ``model_name`` is the first.
     """
 
     env_id: str
@@ -154,6 +171,7 @@ class FitProblem:
     train: Tensor
     valid: Tensor
     order_seed: int
+    auto_families: tuple[str, ...] = ()
 
     @property
     def learner(self) -> Learner:
@@ -276,13 +294,23 @@ def prepare_fit(
     extras = LearnerParameters(assumed, truth_like.n_agents, truth_like.n_actions, **learned).to(device)
     actions = traces.actions_tensor(device)
     n_train = traces.n_episodes - n_valid
+    auto_families = tuple(auto_model_candidates(truth_like)) if config.model == "auto" else (model_name,)
     return FitProblem(
-        env_id, env_kwargs, model_name, device, mechanism, extras, actions[:n_train], actions[n_train:], order_seed
+        env_id,
+        env_kwargs,
+        model_name,
+        device,
+        mechanism,
+        extras,
+        actions[:n_train],
+        actions[n_train:],
+        order_seed,
+        auto_families,
     )
 
 
 # -- 2. the epochs ----------------------------------------------------------------------------------
-def _mean_nll(model: Mechanism, actions: Tensor, learner: Learner, extras: LearnerParameters, batch_size: int) -> float:
+def mean_nll(model: Mechanism, actions: Tensor, learner: Learner, extras: LearnerParameters, batch_size: int) -> float:
     """Negative log-likelihood per agent-round of ``actions``, in batches, without gradients."""
     total, terms = 0.0, 0
     with torch.no_grad():
@@ -294,6 +322,23 @@ def _mean_nll(model: Mechanism, actions: Tensor, learner: Learner, extras: Learn
             total -= float(log_p)
             terms += batch.shape[0] * (batch.shape[1] - 1) * batch.shape[2]
     return total / terms
+
+
+def finish_epoch(
+    row: dict[str, float], problem: FitProblem, config: FitConfig, callback: EpochCallback | None, started: float
+) -> None:
+    """Complete an epoch's history row after its training pass: the held-out NLL, the callback's metrics, the
+    epoch's seconds (since ``started``); log it at INFO."""
+    problem.mechanism.eval()
+    if problem.valid.shape[0]:
+        row["valid_nll"] = mean_nll(
+            problem.mechanism, problem.valid, problem.learner, problem.extras, config.batch_size
+        )
+    if callback is not None:
+        with torch.no_grad():
+            row.update(callback(int(row["epoch"]), problem.mechanism))
+    row["seconds"] = time.perf_counter() - started
+    logger.info("epoch %d: %s", row["epoch"], ", ".join(f"{k}={v:.5g}" for k, v in row.items() if k != "epoch"))
 
 
 def _first_call_checked(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -350,20 +395,11 @@ class Trainer:
             for epoch in bar:
                 started = time.perf_counter()
                 row = self.train_epoch(epoch)
-                problem.mechanism.eval()
                 if self.windows_burn_in is not None:
                     row["burn_in"] = self.windows_burn_in
-                if problem.valid.shape[0]:
-                    row["valid_nll"] = _mean_nll(
-                        problem.mechanism, problem.valid, problem.learner, problem.extras, config.batch_size
-                    )
-                if self.callback is not None:
-                    with torch.no_grad():
-                        row.update(self.callback(epoch, problem.mechanism))
-                row["seconds"] = time.perf_counter() - started
+                finish_epoch(row, problem, config, self.callback, started)
                 checkpoints.record(row, problem)
                 bar.set_postfix({k: f"{row[k]:.4f}" for k in ("train_nll", "valid_nll") if k in row})
-                logger.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.5g}" for k, v in row.items() if k != "epoch"))
                 if config.patience is not None and problem.valid.shape[0] and checkpoints.since_best >= config.patience:
                     logger.info(
                         "early stop at epoch %d: no better held-out likelihood for %d epochs", epoch, config.patience
@@ -585,14 +621,69 @@ def fit(
     config = fit_config(config, overrides, known=("traces", "config", *FIT_ARGUMENTS))
     check_fit_options(env_id=env_id, learner=learner, callback=callback)
     problem = prepare_fit(env_id, traces, learner, config)
-    trainer = Trainer(problem, config, callback)
-    checkpoints = Checkpoints(select_best=config.select == "best_valid" and bool(problem.valid.shape[0]))
-    try:
-        trainer.run(checkpoints)
-    except KeyboardInterrupt as interrupt:
-        result = checkpoints.result(problem, config, started, interrupted=True)
-        logger.warning("fit interrupted after %d of %d epochs", checkpoints.done[0], config.epochs)
-        raise FitInterrupted(result, checkpoints.done[0], config.epochs) from interrupt
-    result = checkpoints.result(problem, config, started, interrupted=False)
+    families = [problem.model_name]
+    if config.model == "auto" and config.model_kwargs is None and problem.valid.shape[0]:
+        families = list(problem.auto_families)
+    best: tuple[float, FitProblem, Checkpoints] | None = None
+    search: list[dict[str, float | str]] = []
+    for family in families:
+        if family != problem.model_name:
+            problem = prepare_fit(env_id, traces, learner, dataclasses.replace(config, model=cast(ModelName, family)))
+        trained, checkpoints, rows = train_family(problem, config, callback, started)
+        score = checkpoints.best[0] if checkpoints.best is not None else math.inf
+        search += [{"model": family, **row} for row in rows] or [{"model": family, "valid_nll": score}]
+        if best is None or score < best[0]:
+            best = (score, trained, checkpoints)
+    assert best is not None  # at least one family ran
+    result = best[2].result(best[1], config, started, interrupted=False)
     assert result is not None  # at least one epoch ran
+    if len(search) > 1:
+        for row in search:
+            row["selected"] = float(row["model"] == result.model_name and row.get("selected", 1.0) == 1.0)
+        result.model_search = search
     return result
+
+
+def train_family(
+    problem: FitProblem, config: FitConfig, callback: EpochCallback | None, started: float
+) -> tuple[FitProblem, Checkpoints, list[dict[str, float]]]:
+    """Train ``problem``'s model (searching its prior when :func:`tunes_prior`): the trained problem (a prior
+    search's winner), its checkpoints and the search's rows (none without a search).
+
+    Raises:
+        FitInterrupted: Ctrl-C; its ``result`` holds the epochs done of the model being trained.
+    """
+    select_best = config.select == "best_valid" and bool(problem.valid.shape[0])
+    full_batch = config.optimizer == "lbfgs" or (config.optimizer == "auto" and problem.model_name in PRIOR_FAMILIES)
+
+    def train(candidate: FitProblem) -> tuple[Checkpoints, None]:
+        checkpoints = Checkpoints(select_best=select_best)
+        trainer = FullBatchTrainer(candidate, config, callback) if full_batch else Trainer(candidate, config, callback)
+        # torch threads by mechgym.threads' policy (1 for small steps and on a loaded machine; MECHGYM_THREADS)
+        rows = min(config.batch_size, int(candidate.train.shape[0])) * int(candidate.train.shape[1])
+        work = activation_elements(candidate.mechanism, rows, candidate.mechanism.n_agents, grad=True)
+        try:
+            with torch_threads(None, work):
+                trainer.run(checkpoints)
+        except KeyboardInterrupt as interrupt:
+            result = checkpoints.result(candidate, config, started, interrupted=True)
+            logger.warning("fit interrupted after %d of %d epochs", checkpoints.done[0], config.epochs)
+            raise FitInterrupted(result, checkpoints.done[0], config.epochs) from interrupt
+        return checkpoints, None
+
+    if tunes_prior(problem, config):
+        return search_prior(problem, config, train)
+    checkpoints, _ = train(problem)
+    return problem, checkpoints, []
+
+
+def tunes_prior(problem: FitProblem, config: FitConfig) -> bool:
+    """Whether the fit searches its model's prior: a prior family, ``tune_prior``, a validation split, and no prior
+    argument set in ``model_kwargs``."""
+    keys = PRIOR_FAMILIES.get(problem.model_name)
+    if not keys or not config.tune_prior or not isinstance(config.model, str):
+        return False
+    if not problem.valid.shape[0]:
+        logger.info("tune_prior needs a validation split (valid_fraction > 0): the prior's defaults are used")
+        return False
+    return not any(key in (config.model_kwargs or {}) for key in keys)

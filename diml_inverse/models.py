@@ -10,27 +10,75 @@ import torch
 from mechgym.errors import ConfigurationError, suggest
 from mechgym.mechanisms import (
     MECHANISM_FAMILIES,
+    AdditiveCountMechanism,
     AnonymousCountMechanism,
+    InteractionMechanism,
     Mechanism,
     NeuralJointMechanism,
     PublicGoodsMechanism,
     TabularMechanism,
 )
 from mechgym.mechanisms.base import DEFAULT_MAX_TABLE_SIZE
+from mechgym.mechanisms.interaction import interaction_parameter_count
 from mechgym.memory import MemoryBudgetError
 
-ModelName = Literal["auto", "neural", "anonymous", "tabular", "structured"]
+ModelName = Literal["auto", "neural", "anonymous", "tabular", "interaction", "additive_counts", "structured"]
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
+
+
+#: The largest interaction model ``model="auto"`` builds (parameters): 2 MB of float32.
+MAX_AUTO_INTERACTION_PARAMETERS = 1 << 19
+#: Families whose parameters have a prior (``Mechanism.prior_penalty``), fitted full-batch by ``optimizer="auto"``,
+#: with the grid ``tune_prior`` searches: two constructor arguments and their candidate values, the first value of
+#: each being the family's default. The search tries the first argument's values at the second's first value, then
+#: the second's other values at the best first one.
+PRIOR_SEARCH: dict[str, tuple[tuple[str, tuple[float, ...]], tuple[str, tuple[float, ...]]]] = {
+    "interaction": (("prior_decay", (0.25, 0.5, 1.0)), ("prior_scale", (1.0, 0.3, 3.0))),
+    "additive_counts": (("prior_step", (0.03, 0.1, 0.3, 1.0)), ("prior_scale", (3.0, 30.0))),
+}
+#: The families with a prior and the constructor arguments the search chooses.
+PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {
+    family: tuple(name for name, _ in grid) for family, grid in PRIOR_SEARCH.items()
+}
+
+
+#: The largest additive count model ``model="auto"`` tries (parameters ``A + A * A * N``).
+MAX_AUTO_ADDITIVE_PARAMETERS = 1 << 20
+
+
+def auto_model_candidates(truth_like: Mechanism) -> list[str]:
+    """The families ``model="auto"`` fits, in order; :func:`~diml_inverse.fit` keeps the best held-out NLL.
+
+    Small games (see :func:`auto_model_name`): the interaction model (main effects and interactions under a tuned
+    prior) and the neural joint network (E1-E3's). Larger anonymous games: the additive count model (free curves
+    in the others' counts under a tuned prior) and E4's anonymous count network, when the curves fit in
+    :data:`MAX_AUTO_ADDITIVE_PARAMETERS`; otherwise the network alone. Other games: the neural joint network.
+    """
+    name = auto_model_name(truth_like)
+    n, a = truth_like.n_agents, truth_like.n_actions
+    if name == "interaction":
+        return ["interaction", "neural"]
+    if name == "anonymous" and a + a * a * n <= MAX_AUTO_ADDITIVE_PARAMETERS:
+        return ["additive_counts", "anonymous"]
+    return [name]
 
 
 def auto_model_name(truth_like: Mechanism) -> str:
     """The family ``model="auto"`` picks for a game.
 
-    Anonymous games too large for a payoff table get the anonymous count network (E4); every other game
-    gets the unstructured neural joint network, as in the paper's E1-E3.
+    Games with a payoff table of at most ``Mechanism.max_table_size`` (4,096) joint actions, whose interaction
+    model has at most :data:`MAX_AUTO_INTERACTION_PARAMETERS` parameters, get ``"interaction"`` (main effects and
+    interactions under a tuned prior, fitted full-batch: the estimator docs/results.md chose on the recovery zoo).
+    Larger anonymous games get the anonymous count network (E4); every other game the neural joint network
+    (E1-E3's).
     """
-    too_large = truth_like.n_joint_actions > DEFAULT_MAX_TABLE_SIZE
-    if truth_like.family == "anonymous" or (truth_like.anonymous and too_large):
+    small = truth_like.n_joint_actions <= DEFAULT_MAX_TABLE_SIZE
+    if (
+        small
+        and interaction_parameter_count(truth_like.n_agents, truth_like.n_actions) <= MAX_AUTO_INTERACTION_PARAMETERS
+    ):
+        return "interaction"
+    if truth_like.family == "anonymous" or truth_like.anonymous:
         return "anonymous"
     return "neural"
 
@@ -58,6 +106,8 @@ MODEL_FAMILIES: dict[str, type[Mechanism]] = {
     "neural": NeuralJointMechanism,
     "anonymous": AnonymousCountMechanism,
     "tabular": TabularMechanism,
+    "interaction": InteractionMechanism,
+    "additive_counts": AdditiveCountMechanism,
 }
 #: Constructor arguments that :func:`build_model` sets itself (sizes from the game, the seed from the fit).
 RESERVED_MODEL_ARGUMENTS: tuple[str, ...] = ("n_agents", "n_actions", "seed")

@@ -59,6 +59,10 @@ class FitResult:
         n_train_episodes: Episodes trained on.
         n_valid_episodes: Episodes held out to select the epoch.
         seconds: Wall-clock seconds of the whole fit (NaN in fit files too old to record it).
+        model_search: The candidates ``model="auto"`` and the prior search (``tune_prior``) tried, one row each:
+            ``model`` (the family), the prior's arguments, ``valid_nll`` (held-out NLL per agent-round of its
+            selected epoch), ``epochs``, ``seconds``, ``selected`` (1 for the candidate :attr:`mechanism` is).
+            Empty when a single model was trained.
     """
 
     mechanism: Mechanism
@@ -76,6 +80,7 @@ class FitResult:
     n_train_episodes: int = 0
     n_valid_episodes: int = 0
     seconds: float = math.nan
+    model_search: list[dict[str, float | str]] = field(default_factory=list)
 
     def __repr__(self) -> str:
         last = self.history[-1] if self.history else {}
@@ -172,6 +177,39 @@ class FitResult:
             extra={"mechanism": "fitted"},
         )
         return TraceDataset(actions=actions.cpu().numpy(), rewards=rewards.float().cpu().numpy(), metadata=metadata)
+
+    # -- the fit report ---------------------------------------------------------------------------
+    def report(
+        self,
+        path: str | Path,
+        test_traces: TraceDataset | None = None,
+        bootstrap: Any = None,
+        *,
+        traces: TraceDataset | None = None,
+        overwrite: bool = False,
+        **options: Any,
+    ) -> Path:
+        """Write one self-contained HTML page about this fit (:func:`diml_inverse.report.write_report`).
+
+        Learning curves (the selected epoch marked), calibration by round (on ``test_traces`` when given), the
+        support of the training ``traces`` and the payoff differences of the most frequent joint actions,
+        off-support contexts flagged, with intervals when a ``bootstrap`` is given.
+
+        Args:
+            path: The ``.html`` file to write (never replaced unless ``overwrite``).
+            test_traces: Held-out episodes.
+            bootstrap: ``diml_inverse.bootstrap``'s result (its ``payoff_differences`` and
+                ``payoff_differences_interval``), or ``None``.
+            traces: The training traces (their support; calibration too without ``test_traces``).
+            overwrite: Replace an existing page.
+            **options: ``joint_actions``, ``n_joint_actions``, ``level`` of :func:`~diml_inverse.report.write_report`.
+
+        Returns:
+            The path written.
+        """
+        from diml_inverse.report import write_report
+
+        return write_report(self, path, test_traces, bootstrap, traces=traces, overwrite=overwrite, **options)
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -329,6 +367,20 @@ _MEASURED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n_train_episodes": (_is_count, "an integer >= 0"),
     "n_valid_episodes": (_is_count, "an integer >= 0"),
     "seconds": (_is_number, "a number"),
+    "model_search": (
+        lambda v: (
+            isinstance(v, list)
+            and all(
+                isinstance(row, dict)
+                and all(
+                    isinstance(k, str) and (_is_number(x) or (k == "model" and isinstance(x, str)))
+                    for k, x in row.items()
+                )
+                for row in v
+            )
+        ),
+        "a list of {name: number} rows (and a 'model' name), one per candidate",
+    ),
 }
 #: Where a legacy file's config kept what the fit measured: config key -> :class:`FitResult` field (``extra``:
 #: always empty, dropped). Its ``model`` and ``device`` were the ones used: both an option and a measured value.

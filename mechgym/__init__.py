@@ -21,6 +21,7 @@ from mechgym.errors import (
     TraceFileError,
     UnknownEnvironmentError,
 )
+from mechgym.interop import from_nfg, from_openspiel, to_nfg
 from mechgym.learners import BanditQ, Hedge, Learner, LearnerPolicy, LogitQ, SmoothFP
 from mechgym.loop import play_episodes
 from mechgym.registration import make, pprint_registry, register, registered_ids, spec
@@ -48,6 +49,8 @@ __all__ = [
     "UnknownEnvironmentError",
     "__version__",
     "device_of",
+    "from_nfg",
+    "from_openspiel",
     "load_traces",
     "make",
     "play_episodes",
@@ -57,6 +60,7 @@ __all__ = [
     "rollout",
     "simulate",
     "spec",
+    "to_nfg",
 ]
 
 # The built-in games (the data of mechgym.envs), registered once, here.

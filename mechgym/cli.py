@@ -39,6 +39,7 @@ from mechgym.cli_support import (
 from mechgym.errors import ConfigurationError
 from mechgym.learners import Learner
 from mechgym.memory import format_bytes
+from mechgym.threads import parse_threads
 
 #: ``--learner`` values trained with Stable-Baselines3 (the others are mechgym learning rules, simulated).
 SB3_LEARNERS = ("ppo", "a2c", "dqn")
@@ -137,6 +138,7 @@ def _record(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
             progress=not args.quiet,
+            threads=args.threads,
         )
         played_by = _format_learner(traces.metadata.learner)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -239,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: mechgym.integrations.sb3.DEFAULT_HYPERPARAMETERS)",
     )
     record.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    record.add_argument(
+        "--threads",
+        type=parse_threads,
+        default=None,
+        help="torch CPU threads: a count or auto (default: $MECHGYM_THREADS, else auto: 1 for small games and on a "
+        "loaded machine); the traces do not depend on it",
+    )
     record.add_argument(
         "--env-kwarg",
         metavar="KEY=VALUE",

@@ -17,6 +17,7 @@ from mechgym.learners.base import Learner
 from mechgym.mechanisms.base import Mechanism, all_joint_actions
 from mechgym.memory import check_memory as check_memory_budget
 from mechgym.random import sample_categorical, uniforms
+from mechgym.threads import Threads, torch_threads
 from mechgym.traces.dataset import TraceDataset, TraceMetadata
 from mechgym.validation import check_counter_range, check_int, check_seed
 
@@ -179,6 +180,7 @@ def rollout(
     progress: bool = False,
     episode_offset: int = 0,
     check_memory: bool = True,
+    threads: Threads = None,
 ) -> TraceDataset:
     """Record learners playing a mechgym game, all episodes and agents at once.
 
@@ -196,6 +198,9 @@ def rollout(
         progress: Show a progress bar over rounds.
         episode_offset: Index of the first episode (to extend a dataset with more episodes).
         check_memory: Refuse sizes whose estimated memory exceeds what the device has (see :func:`simulate`).
+        threads: Torch CPU threads while simulating: a count, ``"auto"`` or ``None`` (``MECHGYM_THREADS``, else
+            ``"auto"``: one thread for small games and on a loaded machine; :mod:`mechgym.threads`). The traces
+            are the same at any thread count.
 
     Returns:
         A :class:`TraceDataset` with actions, realised payoffs and full provenance metadata.
@@ -212,16 +217,18 @@ def rollout(
     target = resolve_device(device)
     if device_of(mechanism) != target:
         mechanism = copy.deepcopy(mechanism).to(target)
-    actions, rewards = simulate(
-        mechanism,
-        learner,
-        n_episodes,
-        n_rounds,
-        seed,
-        episode_offset=episode_offset,
-        progress=progress,
-        check_memory=check_memory,
-    )
+    work = n_episodes * mechanism.n_agents * mechanism.n_actions  # the payoffs of one round, [E, N, A]
+    with torch_threads(threads, work):
+        actions, rewards = simulate(
+            mechanism,
+            learner,
+            n_episodes,
+            n_rounds,
+            seed,
+            episode_offset=episode_offset,
+            progress=progress,
+            check_memory=check_memory,
+        )
     extra = {"episode_offset": episode_offset} if episode_offset else {}
     metadata = TraceMetadata.for_rollout(game, learner, seed, n_rounds=n_rounds, extra=extra)
     return TraceDataset(actions=actions.cpu().numpy(), rewards=rewards.float().cpu().numpy(), metadata=metadata)

@@ -6,6 +6,7 @@ of seed ``0``. These checks refuse such values with a message naming the argumen
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from typing import Any, TypeGuard
@@ -49,6 +50,19 @@ def check_int(value: Any, name: str, *, low: int | None = None, high: int | None
     if high is not None and number >= high:
         raise ConfigurationError(f"{name} must be an integer < {high}; got {number}")
     return number
+
+
+def check_positive(value: Any, name: str) -> float:
+    """``value`` as a float if it is a finite real number > 0 (Python or NumPy, not a bool).
+
+    Raises:
+        ConfigurationError: naming ``name``, for bools, non-numbers, NaN, infinities and numbers <= 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigurationError(f"{name} must be a finite number > 0; got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(f"{name} must be a finite number > 0; got {value!r}")
+    return float(value)
 
 
 def check_seed(value: Any, name: str = "seed") -> int:

@@ -29,6 +29,31 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[Any]:
+    """One Ray instance of 2 CPUs for the whole test session (Ray has no local mode; start-up takes seconds).
+
+    Skips the test when the ``.[ray]`` extra is not installed. The workers see the repository root on their
+    ``PYTHONPATH``, so they can import task functions defined under ``tests/``.
+    """
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install '.[ray]' (or '.[dev]')")
+    import os
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = root if not previous else f"{root}{os.pathsep}{previous}"
+    try:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    finally:
+        if previous is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = previous
+    yield ray
+    ray.shutdown()
+
+
 def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> list[str] | None:
     """Explain a failed ``==`` between two TraceDatasets with :meth:`TraceDataset.differences` (their reprs match)."""
     from mechgym.traces import TraceDataset

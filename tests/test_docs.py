@@ -35,8 +35,9 @@ PAGES = ["README.md", *sorted(path.relative_to(ROOT).as_posix() for path in (ROO
 #: Programs whose commands in ```bash blocks are run.
 CLI_PROGRAMS = frozenset({"mechgym", "diml"})
 
-#: Modules a docs block may need that the project does not depend on (other tools reading trace files).
-OPTIONAL_MODULES = frozenset({"pandas", "polars", "duckdb"})
+#: Modules a docs block may need that the project does not depend on (other tools reading trace files; OpenSpiel,
+#: the .[openspiel] extra, in docs/interop.md).
+OPTIONAL_MODULES = frozenset({"pandas", "polars", "duckdb", "pyspiel", "ray"})
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,11 @@ SMOKE: tuple[Substitution, ...] = (
         "PPO on the single-agent view: 20,000 steps in rollouts of 2,048",
     ),
     Substitution("docs/inverse.md", "epochs=100,", "epochs=2,", 1, "the 100-epoch fit that lists every option"),
+    Substitution(
+        "docs/uncertainty.md", "n_replicates=20,", "n_replicates=2,", 1, "21 fits of the bootstrap example, ~40 s"
+    ),
+    Substitution("docs/uncertainty.md", '"epochs": 40}', '"epochs": 2}', 1, "the bootstrapped fit's 40 epochs"),
+    Substitution("docs/sweeps.md", "for k in range(32)", "for k in range(2)", 1, "33 tiny fits, twice on Ray"),
     Substitution("docs/learners.md", "n_episodes=200", "n_episodes=2", 2, "train_sb3: PPO and DQN, ~25 s"),
     Substitution("docs/learners.md", "3 * 30 * 100", "3 * 30 * 2", 1, "PPO on AgentsVecEnv: 100 rollouts"),
     Substitution(
@@ -94,8 +100,26 @@ SMOKE: tuple[Substitution, ...] = (
 
 #: ```bash blocks that are not run, by page and first line, and why.
 NOT_RUN: dict[tuple[str, str], str] = {
+    ("docs/results.md", "python -m diml_inverse.experiments goktas --out runs/goktas --threads 1"): (
+        "Goktas et al.'s table: 13 rows, minutes (tests/diml_inverse/equilibrium/test_traces.py runs one game)"
+    ),
+    (
+        "docs/results.md",
+        "python -m diml_inverse.experiments equilibrium --seeds 0 1 2 --out runs/equilibrium --threads 1",
+    ): "DIML against equilibrium inversion on E1-E3: 39 fits, minutes (test_traces.py: smoke-sized, -m slow)",
+    (
+        "docs/results.md",
+        "python -m diml_inverse.experiments.openspiel_games --seeds 0 1 2 --out runs/openspiel --threads 1",
+    ): "six OpenSpiel games: 36 fits, 3 minutes (tests/diml_inverse/experiments/test_openspiel_games.py: --smoke)",
     ("docs/results.md", "python -m diml_inverse.experiments zoo --out runs/zoo --threads 1"): (
         "the recovery zoo: 39 fits, minutes (tests/diml_inverse/experiments/test_zoo.py runs it with --smoke)"
+    ),
+    (
+        "docs/results.md",
+        "python -m diml_inverse.experiments calibration --seeds 0 1 2 --out runs/calibration --threads 1",
+    ): (
+        "the calibration study and its two remedies: 675 fits and 24 Hessians, over an hour "
+        "(tests/diml_inverse/uncertainty/test_calibration.py runs it with --smoke)"
     ),
     ("README.md", 'python -m pip install -e ".[dev]" && python examples/01_quickstart.py'): (
         "installs the package and runs example 01 (tests/test_examples.py runs it with --smoke); CI runs the "
@@ -114,6 +138,15 @@ NOT_RUN: dict[tuple[str, str], str] = {
         "python -m diml_inverse.experiments misspec --seeds 0 1 2 --out runs/experiments --threads 1 "
         "--figures-dir docs/figures",
     ): "the misspecification study: hours",
+    ("docs/results.md", "python -m diml_inverse.comparison.study --seeds 0 1 2 --out runs/compare"): (
+        "compare_learners on the misspecification generators: 432 fits, an hour on a loaded machine "
+        "(tests/diml_inverse/test_compare.py runs one tiny comparison of the study)"
+    ),
+    (
+        "docs/sweeps.md",
+        "python -m diml_inverse.experiments misspec --seeds 0 1 2 --out runs/experiments --engine ray --workers 2",
+    ): "the misspecification study on Ray: 33 CPU-minutes (tests/diml_inverse/sweep/test_ray.py runs e1 smoke-sized)",
+    ("docs/sweeps.md", "ray start --head --port 6379 --num-cpus 64"): "starts a Ray cluster: needs other machines",
     (
         "docs/benchmarks.md",
         "python benchmarks/large_game.py --traces runs/large_game/traces_quiet.parquet --threads 2 --epochs 3",

@@ -8,6 +8,7 @@ Examples::
     python -m diml_inverse.experiments report runs/experiments --figures-dir docs/figures
     python -m diml_inverse.experiments misspec --seeds 0 1 2 --out runs/experiments --figures-dir docs/figures
     python -m diml_inverse.experiments zoo --seeds 0 1 2 --out runs/zoo --threads 1
+    python -m diml_inverse.experiments calibration --seeds 0 1 2 --out runs/calibration --threads 1
 """
 
 from __future__ import annotations
@@ -17,11 +18,77 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mechgym.devices import keep_freed_memory
 from mechgym.errors import MechGymError
 
+if TYPE_CHECKING:
+    from diml_inverse.sweep import SweepOptions
+
 EXIT_USAGE = 2
+
+
+def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """--engine, --address, --workers, --resume: where the study's tasks run (see docs/sweeps.md)."""
+    group = parser.add_argument_group("sweep (the results do not depend on these; see docs/sweeps.md)")
+    group.add_argument(
+        "--engine", choices=["local", "ray"], default="local", help="'local' (this machine) or 'ray' (the .[ray] extra)"
+    )
+    group.add_argument("--address", default=None, help="Ray: the cluster to join ('auto', HOST:PORT); default: new")
+    group.add_argument(
+        "--workers", type=int, default=None, help="tasks at once (local: processes, default 1; ray: default all CPUs)"
+    )
+    group.add_argument("--resume", action="store_true", help="skip the tasks an interrupted run of OUT finished")
+
+
+def _sweep_options(args: argparse.Namespace) -> SweepOptions:
+    from diml_inverse.sweep import SweepOptions
+
+    threads = 1 if args.threads is None else args.threads
+    return SweepOptions(args.engine, args.workers, args.address, threads_per_task=threads, resume=args.resume)
+
+
+def _add_calibration_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``calibration`` subcommand's options."""
+    calibration = commands.add_parser(
+        "calibration", help="coverage of nominal 90 %% intervals (bootstrap, standard errors) on E1-E3 and zoo games"
+    )
+    calibration.add_argument("--out", type=Path, required=True, help="output directory (OUT/calibration/...)")
+    calibration.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (seed s: truth s)")
+    calibration.add_argument("--games", nargs="+", default=None, help="games: E1 E2 E3 or zoo names (default: 8)")
+    calibration.add_argument("--replicates", type=int, default=None, help="bootstrap refits (default 20)")
+    calibration.add_argument("--epochs", type=int, default=None, help="epochs of the bootstrapped fit (default 40)")
+    calibration.add_argument("--model", default=None, help="model of the bootstrapped fit (default neural)")
+    calibration.add_argument(
+        "--bootstrap-mle", action="store_true", help="bootstrap the tabular MLE (the standard errors' fit) instead"
+    )
+    calibration.add_argument("--no-se", action="store_true", help="skip the standard errors")
+    calibration.add_argument("--resume", action="store_true", help="keep the results already under --out")
+    calibration.add_argument("--smoke", action="store_true", help="tiny sizes: proves the pipeline only")
+    calibration.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    calibration.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _add_equilibrium_commands(commands: Any) -> None:
+    """The ``goktas`` and ``equilibrium`` subcommands (docs/equilibrium.md)."""
+    goktas = commands.add_parser(
+        "goktas", help="Goktas et al.'s inverse-game table (Cournot, Bertrand, Fisher) reproduced and beaten"
+    )
+    goktas.add_argument("--out", type=Path, default=None, help="write OUT/goktas/table.{md,json} (default: print only)")
+    goktas.add_argument("--seed", type=int, default=0, help="seed of the market draws")
+    goktas.add_argument("--games", nargs="+", default=None, help="cournot bertrand fisher-linear fisher-cobb-douglas")
+    goktas.add_argument("--iterations", type=int, default=None, help="override every row's iterations (quick check)")
+    goktas.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    equilibrium = commands.add_parser(
+        "equilibrium", help="DIML against inverse QRE and inverse Nash on the E1-E3 traces (same diff_mse)"
+    )
+    equilibrium.add_argument("--out", type=Path, default=None, help="write OUT/equilibrium/table.{md,json}")
+    equilibrium.add_argument("--seeds", type=int, nargs="+", default=[0], help="run seeds (seed s: truth s)")
+    equilibrium.add_argument("--games", nargs="+", default=["e1", "e2", "e3"], help="e1 e2 e3")
+    equilibrium.add_argument("--epochs", type=int, default=None, help="DIML epochs (default: the experiment's)")
+    equilibrium.add_argument("--smoke", action="store_true", help="tiny sizes: proves the pipeline only")
+    equilibrium.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
         help="E2's pricing sign: 'subsidy' (+tau*load, the published code's; default) or 'toll'",
     )
     run.add_argument("--scales", nargs="+", default=None, help="E4 only: scales to run, e.g. n40 n80")
-    run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    run.add_argument("--threads", type=int, default=None, help="torch CPU threads of each task (default 1)")
     run.add_argument("--figures-dir", type=Path, default=None, help="also copy each figure here")
     run.add_argument(
         "--system-malloc",
@@ -77,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     misspec.add_argument("--generators", nargs="+", default=None, help="data generators (default: all)")
     misspec.add_argument("--epochs", type=int, default=None, help="override the 200 epochs of every fit")
     misspec.add_argument("--smoke", action="store_true", help="tiny sizes and 3 epochs: proves the pipeline only")
-    misspec.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    misspec.add_argument("--threads", type=int, default=None, help="torch CPU threads of each task (default 1)")
     misspec.add_argument("--figures-dir", type=Path, default=None, help="also copy the figure here")
     misspec.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     zoo = commands.add_parser(
@@ -85,11 +152,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     zoo.add_argument("--out", type=Path, required=True, help="output directory (OUT/zoo/...)")
     zoo.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (seed s: truth s)")
-    zoo.add_argument("--games", nargs="+", default=None, help="games by name (default: every zoo game)")
+    zoo.add_argument(
+        "--games", nargs="+", default=None, help="games by name, or the paper's E1 E2 E3 (default: every zoo game)"
+    )
+    zoo.add_argument(
+        "--episodes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="the data-needs study instead: fit the first E training episodes for each E, one fixed test set",
+    )
+    zoo.add_argument(
+        "--fit-options",
+        type=_json_object,
+        default=None,
+        help='FitConfig fields as a JSON object: an alternative estimator, e.g. \'{"model": "neural"}\'',
+    )
     zoo.add_argument("--epochs", type=int, default=None, help="override the default fit's epochs")
     zoo.add_argument("--smoke", action="store_true", help="tiny sizes and 2 epochs: proves the pipeline only")
-    zoo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    zoo.add_argument("--threads", type=int, default=None, help="torch CPU threads of each task (default 1)")
     zoo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    for command in (run, misspec, zoo):
+        _add_sweep_arguments(command)
+    _add_calibration_parser(commands)
+    _add_equilibrium_commands(commands)
     report = commands.add_parser("report", help="merge the seeds under OUT into tables and figures")
     report.add_argument("out", type=Path, help="the --out directory of earlier runs")
     report.add_argument("experiments", nargs="*", default=None, help="which ones (default: every one found)")
@@ -128,7 +214,9 @@ def _run(args: argparse.Namespace) -> int:
             congestion_pricing=args.congestion_pricing if name == "e2" else None,
             scales=args.scales if name == "e4" else None,
         )
-        walls = run_experiment(config, args.seeds, args.out, device=args.device, progress=not args.quiet)
+        walls = run_experiment(
+            config, args.seeds, args.out, device=args.device, progress=not args.quiet, sweep=_sweep_options(args)
+        )
         for seed, seconds in walls.items():
             print(f"{name} seed {seed}: {seconds:.1f} s ({torch.get_num_threads()} torch threads)")
     _report(args.out, names, args.figures_dir)
@@ -143,13 +231,26 @@ def _misspec(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     config = misspec_config(games=args.games, generators=args.generators, epochs=args.epochs, smoke=args.smoke)
-    walls = run_misspec(config, args.seeds, args.out, progress=not args.quiet)
+    walls = run_misspec(config, args.seeds, args.out, progress=not args.quiet, sweep=_sweep_options(args))
     for seed, seconds in walls.items():
         print(f"misspec seed {seed}: {seconds:.1f} s ({torch.get_num_threads()} torch threads)")
     paths = build_misspec_report(args.out, figures_dir=args.figures_dir)
     print(paths["markdown"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _json_object(text: str) -> dict[str, object]:
+    """``--fit-options``: a JSON object (argparse reports a ``ValueError`` as a usage error)."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f'expected a JSON object such as \'{{"model": "neural"}}\'; got {text!r}')
+    return value
 
 
 def _zoo(args: argparse.Namespace) -> int:
@@ -161,14 +262,75 @@ def _zoo(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    config = zoo_config(games=args.games, epochs=args.epochs, smoke=args.smoke)
+    config = zoo_config(games=args.games, epochs=args.epochs, smoke=args.smoke, fit_options=args.fit_options)
+    if args.episodes is not None:
+        from diml_inverse.experiments.zoo.data_needs import run_data_needs
+
+        paths = run_data_needs(config, args.seeds, args.episodes, args.out)
+        print(paths["markdown"].read_text())
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+        return 0
     started = time.perf_counter()
-    walls = run_zoo(config, args.seeds, args.out, progress=not args.quiet)
+    walls = run_zoo(config, args.seeds, args.out, progress=not args.quiet, sweep=_sweep_options(args))
     for seed, seconds in walls.items():
         print(f"zoo seed {seed}: {seconds:.1f} s ({torch.get_num_threads()} torch threads)")
     paths = build_zoo_report(args.out, seeds=args.seeds)
     print(paths["markdown"].read_text())
     print(f"total {time.perf_counter() - started:.1f} s; wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _calibration(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from diml_inverse.experiments.calibration import build_calibration_report, calibration_config, run_calibration
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    config = calibration_config(
+        games=args.games,
+        n_replicates=args.replicates,
+        epochs=args.epochs,
+        model=args.model,
+        bootstrap_mle=args.bootstrap_mle,
+        standard_errors=not args.no_se,
+        smoke=args.smoke,
+    )
+    started = time.perf_counter()
+    walls = run_calibration(config, args.seeds, args.out, progress=not args.quiet, resume=args.resume)
+    for seed, seconds in walls.items():
+        print(f"calibration seed {seed}: {seconds:.1f} s ({torch.get_num_threads()} torch threads)")
+    paths = build_calibration_report(args.out, seeds=args.seeds)
+    print(paths["markdown"].read_text())
+    print(f"total {time.perf_counter() - started:.1f} s; wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _goktas(args: argparse.Namespace) -> int:
+    import torch
+
+    from diml_inverse.experiments.goktas import format_goktas_table, run_goktas
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    rows = run_goktas(args.out, seed=args.seed, rows=args.games, iterations=args.iterations)
+    print(format_goktas_table(rows))
+    print(f"({torch.get_num_threads()} torch threads)" + (f"; wrote {args.out / 'goktas'}" if args.out else ""))
+    return 0
+
+
+def _equilibrium(args: argparse.Namespace) -> int:
+    import torch
+
+    from diml_inverse.experiments.equilibrium_vs_diml import format_comparison_table, run_comparison
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    rows = run_comparison(args.games, args.seeds, epochs=args.epochs, smoke=args.smoke, out=args.out)
+    print(format_comparison_table(rows))
+    print(f"({torch.get_num_threads()} torch threads)" + (f"; wrote {args.out / 'equilibrium'}" if args.out else ""))
     return 0
 
 
@@ -183,6 +345,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _misspec(args)
         if args.command == "zoo":
             return _zoo(args)
+        if args.command == "goktas":
+            return _goktas(args)
+        if args.command == "equilibrium":
+            return _equilibrium(args)
+        if args.command == "calibration":
+            return _calibration(args)
         from diml_inverse.experiments.configs import EXPERIMENT_NAMES
 
         names = args.experiments or [n for n in EXPERIMENT_NAMES if (args.out / n).is_dir()]

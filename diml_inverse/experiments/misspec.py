@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from diml_inverse.config import FitConfig
 from diml_inverse.experiments.configs import E1, E1_E3_LEARNER, E2, E3, GameConfig
@@ -49,6 +48,7 @@ from diml_inverse.metrics import (
     uniform_nll,
     zero_baseline_diff_mse,
 )
+from diml_inverse.sweep import SWEEP_DIRECTORY, SweepOptions, Task, TaskOutcome
 from mechgym.errors import ConfigurationError, suggest
 from mechgym.learners import BanditQ, Hedge, Learner, LogitQ, SmoothFP
 from mechgym.registration import make
@@ -224,29 +224,50 @@ def game_file(out: Path, seed: int, game_name: str) -> Path:
 
 
 def run_misspec(
-    config: MisspecConfig, seeds: Sequence[int], out: str | Path, *, progress: bool = True
+    config: MisspecConfig,
+    seeds: Sequence[int],
+    out: str | Path,
+    *,
+    progress: bool = True,
+    sweep: SweepOptions | None = None,
 ) -> dict[int, float]:
     """Run the study for each run seed; write ``OUT/misspec/seed<s>/<game>.csv`` per game as it finishes.
 
+    Each (seed, game, generator) is one task of a sweep (:func:`diml_inverse.sweep.run_tasks`, on the engine
+    that ``sweep`` names); a game's file is written when its last generator finishes. The results do not depend
+    on the engine or the number of workers.
+
     Returns:
-        Wall seconds per run seed.
+        Seconds per run seed: the sum of its tasks' seconds (its wall time when run sequentially).
+
+    Raises:
+        ConfigurationError: no seeds or a bad seed.
+        SweepError: some tasks failed (the other games' files are written; the message has every traceback).
     """
     if not seeds:
         raise ConfigurationError("run_misspec needs at least one seed")
-    walls: dict[int, float] = {}
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigurationError(f"a run seed must be a non-negative integer; got {seed!r}")
-        started = time.perf_counter()
-        for game_name in config.games:
-            rows: list[dict[str, Any]] = []
-            bar = tqdm(config.generators, desc=f"misspec {game_name} seed {seed}", disable=not progress, leave=False)
-            for generator in bar:
-                bar.set_postfix(generator=generator)
-                rows += run_generator(config, game_name, generator, seed)
-            bar.close()
-            write_rows(game_file(Path(out), seed, game_name), rows)
-        walls[seed] = time.perf_counter() - started
+    keys = [(seed, game, generator) for seed in seeds for game in config.games for generator in config.generators]
+    tasks = [Task(f"seed{s}/{g}/{generator}", run_generator, (config, g, generator, s)) for s, g, generator in keys]
+    rows: dict[tuple[int, str], dict[str, list[dict[str, Any]]]] = defaultdict(dict)
+
+    def write(index: int, outcome: TaskOutcome) -> None:
+        seed, game_name, generator = keys[index]
+        if not outcome.ok:
+            return
+        done = rows[(seed, game_name)]
+        done[generator] = outcome.result
+        if len(done) == len(config.generators):
+            merged = [row for name in config.generators for row in done[name]]
+            write_rows(game_file(Path(out), seed, game_name), merged)
+
+    options = sweep or SweepOptions()
+    outcomes = options.run(tasks, Path(out) / "misspec" / SWEEP_DIRECTORY, write, "misspec fits", progress)
+    walls: dict[int, float] = dict.fromkeys(seeds, 0.0)
+    for (seed, _, _), outcome in zip(keys, outcomes, strict=True):
+        walls[seed] += outcome.seconds
     return walls
 
 

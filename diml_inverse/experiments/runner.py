@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from diml_inverse.experiments.configs import ExperimentConfig, GameConfig, MethodConfig
 from diml_inverse.fit import fit
 from diml_inverse.metrics import Evaluator, derive_seed
+from diml_inverse.sweep import SWEEP_DIRECTORY, SweepOptions, Task, TaskOutcome
 from mechgym.devices import DeviceLike, resolve_device
 from mechgym.errors import ConfigurationError
 from mechgym.learners import LogitQ
@@ -301,6 +302,30 @@ def game_directory(out: Path, name: str, seed: int, label: str) -> Path:
     return Path(out) / name / f"seed{seed}" / label
 
 
+def game_task(config: ExperimentConfig, game: GameConfig, seed: int, device: DeviceLike) -> dict[str, Any]:
+    """One sweep task of :func:`run_experiment`: :func:`run_game` without progress bars, and its ``config.json``.
+
+    Returns:
+        ``{"run": GameRun, "description": dict}``, which :func:`write_game` writes.
+    """
+    run = run_game(config, game, seed, device=device, progress=False)
+    description = {
+        **config.to_dict(),
+        "seed": seed,
+        "device": str(resolve_device(device)),
+        "torch_threads": torch.get_num_threads(),
+    }
+    return {"run": run, "description": description}
+
+
+def write_game(directory: Path, run: GameRun, description: Mapping[str, Any]) -> None:
+    """Write one game's ``curves.csv``, ``final.csv``, ``timing.csv`` and ``config.json`` under ``directory``."""
+    write_rows(directory / CURVES_FILE, run.curves)
+    write_rows(directory / FINAL_FILE, run.final)
+    write_rows(directory / TIMING_FILE, run.timing)
+    (directory / CONFIG_FILE).write_text(json.dumps(description, indent=2) + "\n")
+
+
 def run_experiment(
     config: ExperimentConfig,
     seeds: Sequence[int],
@@ -308,41 +333,49 @@ def run_experiment(
     *,
     device: DeviceLike = "cpu",
     progress: bool = True,
+    sweep: SweepOptions | None = None,
 ) -> dict[int, float]:
     """Run every game of ``config`` for each run seed; write ``OUT/<name>/seed<s>/<game>/*.csv``.
 
-    Each game's ``curves.csv``, ``final.csv``, ``timing.csv`` and ``config.json`` are written as soon as the
-    game is done, so games and seeds may be run in separate invocations (e.g. one E4 scale at a time) and
-    an interrupted run keeps what it finished; :func:`~diml_inverse.experiments.report.build_report` merges
-    them.
+    Each (seed, game) is one task of a sweep (:func:`diml_inverse.sweep.run_tasks`, on the engine that ``sweep``
+    names); its ``curves.csv``, ``final.csv``, ``timing.csv`` and ``config.json`` are written as soon as it is
+    done, so games and seeds may be run in separate invocations (e.g. one E4 scale at a time) and an interrupted
+    run keeps what it finished (``sweep.resume`` skips it); :func:`~diml_inverse.experiments.report.build_report`
+    merges them. The results do not depend on the engine or the number of workers.
 
     Args:
         config: The experiment.
         seeds: Run seeds (seed ``s`` -> truth ``s``, data, fits and evaluation derived from ``s``).
         out: Output directory.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``.
-        progress: Show one progress bar per fit.
+        progress: Show one progress bar over the (seed, game) tasks.
+        sweep: The engine, workers, threads per task and resume (default: this process, one torch thread).
 
     Returns:
-        Wall seconds per run seed (all games and methods).
+        Seconds per run seed: the sum of its games' task seconds (its wall time when run sequentially).
+
+    Raises:
+        ConfigurationError: no seeds, a bad seed, or bad sweep options.
+        SweepError: some tasks failed (the others' files are written; the message has every traceback).
     """
     if not seeds:
         raise ConfigurationError("run_experiment needs at least one seed")
-    walls: dict[int, float] = {}
     for seed in seeds:
-        started = time.perf_counter()
-        for game in config.games:
-            run = run_game(config, game, seed, device=device, progress=progress)
+        run_seeds(config, config.games[0], seed)  # checks the seed before anything runs
+    options = sweep or SweepOptions()
+    pairs = [(seed, game) for seed in seeds for game in config.games]
+    tasks = [
+        Task(f"{config.name}/seed{seed}/{game.label}", game_task, (config, game, seed, device)) for seed, game in pairs
+    ]
+
+    def write(index: int, outcome: TaskOutcome) -> None:
+        if outcome.ok:
+            seed, game = pairs[index]
             directory = game_directory(Path(out), config.name, seed, game.label)
-            write_rows(directory / CURVES_FILE, run.curves)
-            write_rows(directory / FINAL_FILE, run.final)
-            write_rows(directory / TIMING_FILE, run.timing)
-            description = {
-                **config.to_dict(),
-                "seed": seed,
-                "device": str(resolve_device(device)),
-                "torch_threads": torch.get_num_threads(),
-            }
-            (directory / CONFIG_FILE).write_text(json.dumps(description, indent=2) + "\n")
-        walls[seed] = time.perf_counter() - started
+            write_game(directory, outcome.result["run"], outcome.result["description"])
+
+    outcomes = options.run(tasks, Path(out) / config.name / SWEEP_DIRECTORY, write, f"{config.name} games", progress)
+    walls: dict[int, float] = dict.fromkeys(seeds, 0.0)
+    for (seed, _), outcome in zip(pairs, outcomes, strict=True):
+        walls[seed] += outcome.seconds
     return walls

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mechgym.errors import ConfigurationError, suggest
+from mechgym.mechanisms.additive_counts import AdditiveCountMechanism
 from mechgym.mechanisms.anonymous import AnonymousCountMechanism
 from mechgym.mechanisms.base import (
     AnonymousMechanism,
@@ -15,6 +16,7 @@ from mechgym.mechanisms.base import (
     validate_joint_actions,
 )
 from mechgym.mechanisms.congestion import CongestionMechanism
+from mechgym.mechanisms.interaction import InteractionMechanism
 from mechgym.mechanisms.neural import NeuralJointMechanism
 from mechgym.mechanisms.public_goods import PublicGoodsMechanism
 from mechgym.mechanisms.tabular import TabularMechanism
@@ -28,6 +30,8 @@ MECHANISM_FAMILIES: dict[str, type[Mechanism]] = {
         PublicGoodsMechanism,
         AnonymousCountMechanism,
         TabularMechanism,
+        InteractionMechanism,
+        AdditiveCountMechanism,
     )
 }
 
@@ -49,9 +53,11 @@ def build_mechanism(family: str, **config: Any) -> Mechanism:
 
 __all__ = [
     "MECHANISM_FAMILIES",
+    "AdditiveCountMechanism",
     "AnonymousCountMechanism",
     "AnonymousMechanism",
     "CongestionMechanism",
+    "InteractionMechanism",
     "Mechanism",
     "NeuralJointMechanism",
     "PublicGoodsMechanism",

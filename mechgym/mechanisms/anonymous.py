@@ -10,6 +10,9 @@ from torch import Tensor, nn
 from mechgym.mechanisms.base import AnonymousMechanism, rowwise_linear, seeded_init
 from mechgym.validation import check_int
 
+#: Hidden values per piece of counterfactual rows built with gradients on the CPU (``cache_rounds``): 2 MiB.
+CACHE_ELEMENTS = 1 << 19
+
 
 def default_anonymous_embed_dim(n_actions: int) -> int:
     """Reference embedding size of the anonymous count mechanism: ``min(32, max(12, A))``."""
@@ -63,9 +66,16 @@ class AnonymousCountMechanism(AnonymousMechanism):
         return {**super().config(), "embed_dim": self.embed_dim, "hidden": self.hidden}
 
     def _head(self, pre_activation: Tensor) -> Tensor:
-        relu = torch.relu if torch.is_grad_enabled() else torch.relu_  # in place when nothing is recorded
-        hidden = relu(self.layer2(relu(pre_activation)))
+        if torch.is_grad_enabled() and pre_activation.requires_grad:  # a fit: one fused product for the output unit
+            hidden = torch.relu(self.layer2(torch.relu(pre_activation)))
+            return nn.functional.linear(hidden, self.layer3.weight, self.layer3.bias).squeeze(-1)
+        # no graph (simulations, a frozen truth): in place, and a sum whose rounding is independent of the batch
+        hidden = torch.relu_(self.layer2(torch.relu_(pre_activation)))
         return rowwise_linear(hidden, self.layer3.weight, self.layer3.bias).squeeze(-1)
+
+    def cache_rounds(self) -> int:
+        """Rounds per piece of rows with gradients: about :data:`CACHE_ELEMENTS` hidden values (2 MiB)."""
+        return max(1, CACHE_ELEMENTS // (self.n_actions * self.n_actions * self.hidden))
 
     def payoff_from_counts(self, actions: Tensor, other_counts: Tensor) -> Tensor:
         shares = other_counts / (self.n_agents - 1)
@@ -78,5 +88,7 @@ class AnonymousCountMechanism(AnonymousMechanism):
         per_alternative = self.embedding.weight @ weight_embed.T + self.layer1.bias  # [A, H]
         per_round = rowwise_linear(counts / (self.n_agents - 1), weight_counts)  # [..., H]
         per_own = weight_counts.T / (self.n_agents - 1)  # [A, H]
-        pre = per_round[..., None, None, :] - per_own[:, None, :] + per_alternative  # [..., own, alt, H]
+        # (per_round - per_own) + per_alternative, as [..., own, 1, H] + [alt, H]: the backward pass then sums
+        # the big [..., own, alt, H] gradient twice (over alt; over rounds and own), not three times
+        pre = (per_round[..., None, :] - per_own)[..., :, None, :] + per_alternative  # [..., own, alt, H]
         return self._head(pre)

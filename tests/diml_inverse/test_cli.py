@@ -54,7 +54,7 @@ def test_fit_then_evaluate(trace_file: Path, tmp_path: Path, capsys: pytest.Capt
         == 0
     )
     assert fit_path.is_file()
-    assert "fitted neural on mechgym/PublicGoods-v0 (8 episodes)" in capsys.readouterr().out
+    assert "fitted interaction on mechgym/PublicGoods-v0 (8 episodes)" in capsys.readouterr().out
     assert (
         main(
             [
@@ -225,7 +225,11 @@ def test_fit_shows_progress_unless_quiet(trace_file: Path, tmp_path: Path, capsy
 def test_verbose_log_lines_never_land_inside_the_progress_bar(
     trace_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["-v", "fit", str(trace_file), "--epochs", "3", "--device", "cpu", "-o", str(tmp_path / "f.pt")]) == 0
+    neural = ["--model", "neural"]  # one model: model="auto" also logs its prior search and the other families
+    assert (
+        main(["-v", "fit", str(trace_file), *neural, "--epochs", "3", "--device", "cpu", "-o", str(tmp_path / "f.pt")])
+        == 0
+    )
     err = capsys.readouterr().err
     segments = re.split(r"[\r\n]", err)  # what a terminal shows: the bar redraws after \r, a line ends at \n
     assert any(segment.startswith("fit mechgym/PublicGoods-v0") for segment in segments)  # the bar
@@ -235,7 +239,21 @@ def test_verbose_log_lines_never_land_inside_the_progress_bar(
         assert logged[0].startswith(f"epoch {epoch}: train_nll="), f"log line mixed into the bar: {logged[0]!r}"
     # -q -v: the same log lines, no bar
     assert (
-        main(["fit", str(trace_file), "--epochs", "2", "--device", "cpu", "-q", "-v", "-o", str(tmp_path / "g.pt")])
+        main(
+            [
+                "fit",
+                str(trace_file),
+                *neural,
+                "--epochs",
+                "2",
+                "--device",
+                "cpu",
+                "-q",
+                "-v",
+                "-o",
+                str(tmp_path / "g.pt"),
+            ]
+        )
         == 0
     )
     lines = capsys.readouterr().err.splitlines()

@@ -29,14 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from diml_inverse.config import FitConfig
 from diml_inverse.experiments.report import read_rows
 from diml_inverse.experiments.runner import write_rows
 from diml_inverse.experiments.zoo.catalog import ZOO_GAMES, ZooGame, register_zoo, zoo_game
+from diml_inverse.experiments.zoo.scoring import score_fit
 from diml_inverse.fit import fit
-from diml_inverse.metrics import derive_seed, diff_mse, heldout_nll, uniform_nll, zero_baseline_diff_mse
+from diml_inverse.metrics import derive_seed, uniform_nll
+from diml_inverse.sweep import SWEEP_DIRECTORY, SweepOptions, Task, TaskOutcome
 from mechgym.errors import ConfigurationError
 from mechgym.registration import make
 from mechgym.rollout import rollout
@@ -53,7 +54,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "n_actions",
     "scale",
     *("diff_mse", "zero_diff_mse", "ratio", "fit_nll", "truth_nll", "oracle_gap"),
-    *("uniform_nll", "epoch", "record_seconds", "fit_seconds"),
+    *("uniform_nll", "epoch", "record_seconds", "fit_seconds", "model"),
 )
 #: The columns the table summarises (mean ± sd over seeds).
 TABLE_COLUMNS: tuple[str, ...] = (*RESULT_COLUMNS[6:12], "fit_seconds")
@@ -80,19 +81,41 @@ class ZooConfig:
 
 
 def zoo_config(
-    *, games: Sequence[str] | None = None, epochs: int | None = None, smoke: bool = False, progress: bool = False
+    *,
+    games: Sequence[str] | None = None,
+    epochs: int | None = None,
+    smoke: bool = False,
+    progress: bool = False,
+    fit_options: Mapping[str, Any] | None = None,
 ) -> ZooConfig:
     """The zoo's configuration with the command line's choices (unknown game names get a did-you-mean).
 
+    Args:
+        games: Zoo games by name, and the paper's ``E1``, ``E2``, ``E3`` (:mod:`~diml_inverse.experiments.zoo.paper`);
+            default every zoo game.
+        epochs: Override the fit's epochs.
+        smoke: Tiny sizes and 2 epochs.
+        progress: Progress bars of the fits.
+        fit_options: :class:`~diml_inverse.config.FitConfig` fields to change (an alternative estimator, e.g.
+            ``{"model": "neural"}``: the default before the recovery study).
+
     Raises:
-        ConfigurationError: an unknown game or an ``epochs`` that is not an integer >= 1.
+        ConfigurationError: an unknown game, an ``epochs`` that is not an integer >= 1, or fit options that
+            :class:`~diml_inverse.config.FitConfig` refuses.
     """
+    from diml_inverse.config import fit_config
+    from diml_inverse.experiments.zoo.paper import PAPER_GAMES
+
     for name in games or ():
-        zoo_game(name)
+        if name not in PAPER_GAMES:
+            try:
+                zoo_game(name)
+            except ConfigurationError as error:
+                raise ConfigurationError(f"{error} (or one of the paper's games: {', '.join(PAPER_GAMES)})") from None
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ConfigurationError(f"epochs must be an integer >= 1; got {epochs!r}")
     config = ZooConfig(smoke=smoke)
-    training = dataclasses.replace(config.training, progress=progress)
+    training = dataclasses.replace(fit_config(config.training, dict(fit_options or {})), progress=progress)
     if smoke:
         training = dataclasses.replace(training, epochs=2)
         config = dataclasses.replace(config, diff_samples=400)
@@ -103,7 +126,11 @@ def zoo_config(
 
 
 def run_zoo_game(config: ZooConfig, name: str, run_seed: int) -> dict[str, Any]:
-    """Record, fit and score one zoo game at one run seed; returns its row of ``results.csv``."""
+    """Record, fit and score one zoo game (or one of the paper's) at one run seed; its row of ``results.csv``."""
+    from diml_inverse.experiments.zoo.paper import PAPER_GAMES, run_paper_game
+
+    if name in PAPER_GAMES:
+        return run_paper_game(config, name, run_seed)
     register_zoo()
     game = zoo_game(name)
     prefix = f"zoo/{name}"
@@ -118,10 +145,6 @@ def run_zoo_game(config: ZooConfig, name: str, run_seed: int) -> dict[str, Any]:
     fit_started = time.perf_counter()
     result = fit(game.env_id, train, config=config.training, seed=derive_seed(run_seed, f"{prefix}/fit"))
     fit_seconds = time.perf_counter() - fit_started
-    error = diff_mse(truth, result.mechanism, test, config.diff_samples, evaluation_seed)
-    zero = zero_baseline_diff_mse(truth, test, config.diff_samples, evaluation_seed)
-    fit_nll = heldout_nll(result.mechanism, test, result.learner, result.q0)
-    truth_nll = heldout_nll(truth, test, game.learner)
     return {
         "game": name,
         "kind": game.kind,
@@ -129,16 +152,12 @@ def run_zoo_game(config: ZooConfig, name: str, run_seed: int) -> dict[str, Any]:
         "n_agents": game.n_agents,
         "n_actions": game.n_actions,
         "scale": game.scale,
-        "diff_mse": error,
-        "zero_diff_mse": zero,
-        "ratio": error / zero if zero > 0 else math.nan,
-        "fit_nll": fit_nll,
-        "truth_nll": truth_nll,
-        "oracle_gap": fit_nll - truth_nll,
+        **score_fit(truth, result, test, game.learner, config.diff_samples, evaluation_seed),
         "uniform_nll": uniform_nll(game.n_actions),
         "epoch": result.selected_epoch,
         "record_seconds": record_seconds,
         "fit_seconds": fit_seconds,
+        "model": result.model_name,
     }
 
 
@@ -147,28 +166,44 @@ def game_file(out: Path, seed: int, name: str) -> Path:
     return Path(out) / "zoo" / f"seed{seed}" / f"{name}.csv"
 
 
-def run_zoo(config: ZooConfig, seeds: Sequence[int], out: str | Path, *, progress: bool = True) -> dict[int, float]:
+def run_zoo(
+    config: ZooConfig,
+    seeds: Sequence[int],
+    out: str | Path,
+    *,
+    progress: bool = True,
+    sweep: SweepOptions | None = None,
+) -> dict[int, float]:
     """Run every game of ``config`` at every run seed, writing ``OUT/zoo/seed<s>/<game>.csv`` as each finishes.
 
+    Each (seed, game) is one task of a sweep (:func:`diml_inverse.sweep.run_tasks`, on the engine that ``sweep``
+    names); the results do not depend on the engine or the number of workers.
+
     Returns:
-        Wall seconds per run seed.
+        Seconds per run seed: the sum of its games' task seconds (its wall time when run sequentially).
 
     Raises:
         ConfigurationError: no seeds, or a seed that is not a non-negative integer.
+        SweepError: some games failed (the others' files are written; the message has every traceback).
     """
     if not seeds:
         raise ConfigurationError("run_zoo needs at least one seed")
-    walls: dict[int, float] = {}
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigurationError(f"a run seed must be a non-negative integer; got {seed!r}")
-        started = time.perf_counter()
-        bar = tqdm(config.games, desc=f"zoo seed {seed}", disable=not progress, leave=False)
-        for name in bar:
-            bar.set_postfix(game=name)
-            write_rows(game_file(Path(out), seed, name), [run_zoo_game(config, name, seed)])
-        bar.close()
-        walls[seed] = time.perf_counter() - started
+    keys = [(seed, name) for seed in seeds for name in config.games]
+    tasks = [Task(f"seed{seed}/{name}", run_zoo_game, (config, name, seed)) for seed, name in keys]
+
+    def write(index: int, outcome: TaskOutcome) -> None:
+        if outcome.ok:
+            seed, name = keys[index]
+            write_rows(game_file(Path(out), seed, name), [outcome.result])
+
+    options = sweep or SweepOptions()
+    outcomes = options.run(tasks, Path(out) / "zoo" / SWEEP_DIRECTORY, write, "zoo games", progress)
+    walls: dict[int, float] = dict.fromkeys(seeds, 0.0)
+    for (seed, _), outcome in zip(keys, outcomes, strict=True):
+        walls[seed] += outcome.seconds
     return walls
 
 
@@ -198,17 +233,19 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
         f"Seeds {', '.join(map(str, seeds))}; mean ± sd over seeds. ratio = diff_mse / zero_diff_mse (lower is "
         "better, 1 is the zero mechanism); oracle_gap = fit_nll - truth_nll (held-out NLL per agent-round).",
         "",
-        "| game | kind | N × A | scale | " + " | ".join(TABLE_COLUMNS) + " |",
-        "|---|---|---|---:|" + "---:|" * len(TABLE_COLUMNS),
+        "| game | kind | N × A | scale | model | " + " | ".join(TABLE_COLUMNS) + " |",
+        "|---|---|---|---:|---|" + "---:|" * len(TABLE_COLUMNS),
     ]
     mean_ratios: dict[str, float] = {}
     for name, group in grouped.items():
         first = group[0]
         cells = [_mean_sd([float(row[column]) for row in group]) for column in TABLE_COLUMNS]
         size = f"{int(first['n_agents'])} × {int(first['n_actions'])}"
-        lines.append(f"| {name} | {first['kind']} | {size} | {float(first['scale']):g} | " + " | ".join(cells) + " |")
+        models = ", ".join(sorted({str(row.get("model") or "—") for row in group}))
+        head = f"| {name} | {first['kind']} | {size} | {float(first['scale']):g} | {models} | "
+        lines.append(head + " | ".join(cells) + " |")
         ratios = [float(row["ratio"]) for row in group if math.isfinite(float(row["ratio"]))]
-        if ratios:
+        if ratios and first["kind"] != "paper":  # the paper's games are not in the zoo's summary
             mean_ratios[name] = float(np.mean(ratios))
     if mean_ratios:
         worst = max(mean_ratios, key=lambda name: mean_ratios[name])
@@ -268,7 +305,7 @@ def build_zoo_report(out: str | Path, seeds: Sequence[int] | None = None) -> dic
     if not rows:
         raise ConfigurationError(f"no zoo results under {root}; run the zoo first")
     ordered = [row for group in per_game(rows).values() for row in group]
-    ordered = [{column: row[column] for column in RESULT_COLUMNS} for row in ordered]
+    ordered = [{column: row.get(column, "") for column in RESULT_COLUMNS} for row in ordered]
     paths = {
         "results": write_rows(root / RESULTS_FILE, ordered),
         "markdown": root / TABLE_FILE,

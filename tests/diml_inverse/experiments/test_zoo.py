@@ -41,12 +41,45 @@ def random_joint(game: ZooGame, shape: tuple[int, ...], seed: int = 0) -> torch.
     return torch.randint(game.n_actions, (*shape, game.n_agents), generator=generator)
 
 
+#: The smoke run of the default suite: a small game, an anonymous one and one of the paper's (every zoo game runs in
+#: the slow test below: the default fit tries six models per game, a minute and more on 2 cores).
+SMOKE_GAMES = ("Coordination", "ThresholdPublicGood", "E1")
+
+
 @pytest.fixture(scope="module")
 def smoke_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every zoo game in smoke mode, seeds 0 and 1, through the command line."""
+    """Three games in smoke mode, seeds 0 and 1, through the command line."""
     out = tmp_path_factory.mktemp("zoo")
-    assert main(["zoo", "--smoke", "--seeds", "0", "1", "-q", "--threads", "1", "--out", str(out)]) == 0
+    command = ["zoo", "--smoke", "--seeds", "0", "1", "-q", "--threads", "1", "--out", str(out)]
+    assert main([*command, "--games", *SMOKE_GAMES]) == 0
     return out
+
+
+@pytest.mark.slow
+def test_smoke_run_of_every_game(tmp_path: Path) -> None:
+    assert main(["zoo", "--smoke", "--seeds", "0", "-q", "--threads", "1", "--out", str(tmp_path)]) == 0
+    rows = read_rows(tmp_path / "zoo" / "results.csv")
+    assert sorted(str(row["game"]) for row in rows) == sorted(GAME_NAMES)
+    assert all(np.isfinite(float(row["ratio"])) for row in rows)
+
+
+def test_data_needs_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    command = ["zoo", "--smoke", "--games", "Coordination", "--episodes", "3", "6", "--seeds", "0", "-q"]
+    quick = ["--fit-options", '{"model": "interaction", "tune_prior": false}']  # one fit per size, not six
+    assert main([*command, *quick, "--threads", "1", "--out", str(tmp_path)]) == 0
+    root = tmp_path / "zoo" / "data_needs"
+    rows = read_rows(root / "data_needs.csv")
+    assert [int(row["n_train_episodes"]) for row in rows] == [3, 6]
+    assert len({float(row["zero_diff_mse"]) for row in rows}) == 1  # one test set for every size
+    assert "| Coordination |" in (root / "data_needs.md").read_text() and (root / "data_needs.png").is_file()
+    assert "k: slope" in capsys.readouterr().out
+
+
+def test_fit_options_choose_an_alternative_estimator(tmp_path: Path) -> None:
+    command = ["zoo", "--smoke", "--games", "Coordination", "--seeds", "0", "-q", "--threads", "1"]
+    assert main([*command, "--fit-options", '{"model": "neural"}', "--out", str(tmp_path)]) == 0
+    assert read_rows(tmp_path / "zoo" / "results.csv")[0]["model"] == "neural"
+    assert main([*command, "--fit-options", '{"modle": "neural"}', "--out", str(tmp_path / "bad")]) == 2
 
 
 def test_zoo_spans_the_required_families() -> None:
@@ -65,18 +98,19 @@ def test_smoke_run_writes_every_file(smoke_out: Path, capsys: pytest.CaptureFixt
     rows = read_rows(root / "results.csv")
     assert list(rows[0]) == list(RESULT_COLUMNS)
     assert sorted((str(r["game"]), int(r["seed"])) for r in rows) == sorted(
-        (name, seed) for name in GAME_NAMES for seed in (0, 1)
+        (name, seed) for name in SMOKE_GAMES for seed in (0, 1)
     )
+    assert {str(r["kind"]) for r in rows} == {"small", "anonymous", "paper"}
     for row in rows:
         assert row["zero_diff_mse"] > 0 and np.isfinite(row["diff_mse"])
         assert row["ratio"] == pytest.approx(row["diff_mse"] / row["zero_diff_mse"])
         assert row["oracle_gap"] == pytest.approx(row["fit_nll"] - row["truth_nll"])
     for seed in (0, 1):
-        assert all((root / f"seed{seed}" / f"{name}.csv").is_file() for name in GAME_NAMES)
+        assert all((root / f"seed{seed}" / f"{name}.csv").is_file() for name in SMOKE_GAMES)
     table = (root / "table.md").read_text()
     assert all(column in table for column in TABLE_COLUMNS)
-    assert all(f"| {name} |" in table for name in GAME_NAMES)
-    assert "median ratio" in table and "worst" in table
+    assert all(f"| {name} |" in table for name in SMOKE_GAMES)
+    assert "Over 2 games" in table and "median ratio" in table and "worst" in table  # the paper's E1 is not one
     import matplotlib.image
 
     image = matplotlib.image.imread(root / "zoo.png")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import Tensor
 
 from mechgym.errors import ConfigurationError, InvalidActionError
 from mechgym.mechanisms import (
@@ -213,3 +214,34 @@ def test_chunked_anonymous_rows_equal_whole_and_keep_gradients() -> None:
     whole.square().sum().backward()
     for got, expected in zip(grads, [p.grad for p in mechanism.parameters()], strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows_chunk_size", [256, 7], ids=["one chunk", "checkpointed chunks"])
+def test_anonymous_rows_built_in_cache_sized_pieces_equal_one_piece(
+    rows_chunk_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With gradients on the CPU, rows are built a few rounds at a time: same values and gradients as at once."""
+    mechanism = AnonymousCountMechanism(30, 6, hidden=16, seed=0)
+    mechanism.rows_chunk_size = rows_chunk_size
+    joint = random_joint(mechanism, 5, 9)  # 45 rounds
+
+    def payoffs_and_grads(cache_rounds: int) -> tuple[Tensor, list[Tensor]]:
+        monkeypatch.setattr(mechanism, "cache_rounds", lambda: cache_rounds)
+        mechanism.zero_grad(set_to_none=True)
+        payoffs = mechanism.counterfactual_payoffs(joint)
+        payoffs.square().sum().backward()
+        return payoffs.detach(), [p.grad.clone() for p in mechanism.parameters() if p.grad is not None]
+
+    pieces, piece_grads = payoffs_and_grads(2)  # 23 pieces (the last one short) per 45 rounds
+    whole, whole_grads = payoffs_and_grads(10**6)
+    torch.testing.assert_close(pieces, whole, rtol=1e-5, atol=1e-6)
+    assert len(piece_grads) == len(whole_grads) == len(list(mechanism.parameters()))
+    for got, expected in zip(piece_grads, whole_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():  # simulations take the batch-invariant sum of the output unit: close to the fit's
+        torch.testing.assert_close(mechanism.counterfactual_payoffs(joint), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_cache_rounds_hold_about_two_mebibytes_of_hidden_values() -> None:
+    assert AnonymousCountMechanism(40, 10).cache_rounds() == (1 << 19) // (10 * 10 * 256)  # 20 rounds
+    assert AnonymousCountMechanism(300, 40).cache_rounds() == 1  # one round is already 1.6 MiB

@@ -1,0 +1,195 @@
+"""Full-batch fits: L-BFGS on the whole training set (``optimizer="lbfgs"``), and the search over a model's prior.
+
+A model whose payoffs are linear in its parameters (the ``"interaction"`` family) makes logit-Q's negative
+log-likelihood convex in them (paper Eq. 2-3: the scores are a linear filter of the payoffs, the log-softmax is
+concave in the scores), so quasi-Newton steps on the whole training set reach the optimum in tens of
+iterations, where a few hundred Adam minibatch steps stop far from it. With a Gaussian prior
+(:meth:`~mechgym.mechanisms.Mechanism.prior_penalty`) the optimum is the MAP estimate; :func:`search_prior`
+chooses the prior's scale and decay by held-out likelihood.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from diml_inverse.likelihood import trace_terms
+from diml_inverse.models import PRIOR_SEARCH
+from mechgym.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from diml_inverse.config import FitConfig
+    from diml_inverse.fit import Checkpoints, EpochCallback, FitProblem
+
+__all__ = ["LBFGS_ITERATIONS_PER_EPOCH", "FullBatchTrainer", "search_prior"]
+
+logger = logging.getLogger(__name__)
+
+#: L-BFGS iterations per epoch (one history row each ``epoch``).
+LBFGS_ITERATIONS_PER_EPOCH = 20
+#: An epoch that lowers the loss per agent-round by less than this (relative) ends the fit: it has converged.
+CONVERGED_CHANGE = 1e-6
+
+
+class FullBatchTrainer:
+    """The epochs of an ``optimizer="lbfgs"`` fit: each is up to :data:`LBFGS_ITERATIONS_PER_EPOCH` L-BFGS
+    iterations (strong Wolfe line search) on the whole training set, then the held-out likelihood and the callback.
+
+    The loss is the summed negative log-likelihood of the training episodes plus the model's prior penalty, per
+    agent-round, plus ``payoff_l2`` times the mean squared realised payoff (as the minibatch trainer's). The
+    episodes are summed in chunks of ``batch_size`` (gradients accumulate), so memory is that of one minibatch.
+    """
+
+    def __init__(self, problem: FitProblem, config: FitConfig, callback: EpochCallback | None) -> None:
+        self.problem, self.config, self.callback = problem, config, callback
+        self.parameters = [
+            p for p in [*problem.mechanism.parameters(), *problem.extras.parameters()] if p.requires_grad
+        ]
+        if not self.parameters:
+            raise ConfigurationError("the model has no trainable parameters (was it frozen?)")
+        self.optimizer = torch.optim.LBFGS(
+            self.parameters,
+            lr=1.0,
+            max_iter=LBFGS_ITERATIONS_PER_EPOCH,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+        )
+        train = problem.train
+        self.n_terms = train.shape[0] * (train.shape[1] - 1) * train.shape[2]
+        self.last_nll = math.nan
+
+    def loss(self) -> Tensor:
+        """The full-batch loss; its gradient is accumulated in the parameters' ``.grad``."""
+        problem, config, extras = self.problem, self.config, self.problem.extras
+        self.optimizer.zero_grad(set_to_none=True)
+        total_nll = torch.zeros((), device=problem.device)
+        for batch in problem.train.split(config.batch_size):
+            log_probs, realised = trace_terms(
+                problem.mechanism,
+                batch,
+                extras.learner,
+                extras.q0,
+                alpha=extras.alpha(),
+                epsilon=extras.epsilon(),
+                validate=False,
+            )
+            nll = -log_probs.sum() / self.n_terms
+            chunk = nll + config.payoff_l2 * realised.pow(2).sum() / self.n_terms if config.payoff_l2 else nll
+            chunk.backward()
+            total_nll += nll.detach()
+        penalty = problem.mechanism.prior_penalty()
+        loss = total_nll.clone()
+        if penalty is not None:
+            scaled = penalty / self.n_terms
+            scaled.backward()
+            loss += scaled.detach()
+        self.last_nll = float(total_nll)
+        return loss
+
+    def run(self, checkpoints: Checkpoints) -> None:
+        """Train every epoch until converged (or ``patience`` runs out), recording each in ``checkpoints``."""
+        from diml_inverse.fit import finish_epoch  # the minibatch trainer's end of an epoch
+
+        config, problem = self.config, self.problem
+        bar = tqdm(range(1, config.epochs + 1), desc=f"fit {problem.env_id}", unit="epoch", disable=not config.progress)
+        previous = math.inf
+        try:
+            for epoch in bar:
+                started = time.perf_counter()
+                problem.mechanism.train()
+                loss = float(self.optimizer.step(self.loss))
+                self.check_finite(epoch, loss)
+                row = {"epoch": epoch, "train_nll": self.last_nll, "train_loss": loss}
+                finish_epoch(row, problem, config, self.callback, started)
+                checkpoints.record(row, problem)
+                bar.set_postfix({k: f"{row[k]:.4f}" for k in ("train_nll", "valid_nll") if k in row})
+                if previous - loss <= CONVERGED_CHANGE * max(1.0, abs(loss)):
+                    logger.info("L-BFGS converged at epoch %d (loss %.8g)", epoch, loss)
+                    break
+                if config.patience is not None and problem.valid.shape[0] and checkpoints.since_best >= config.patience:
+                    break
+                previous = loss
+        finally:
+            bar.close()
+
+    def check_finite(self, epoch: int, loss: float) -> None:
+        """Raise :class:`~diml_inverse.errors.FitDivergedError` on a non-finite loss or parameter."""
+        from diml_inverse.errors import FitDivergedError
+
+        if math.isfinite(loss) and all(torch.isfinite(p).all() for p in self.parameters):
+            return
+        raise FitDivergedError(
+            f"the L-BFGS fit diverged at epoch {epoch}: the loss is {loss}. Use a stronger prior (a smaller "
+            "prior_scale in model_kwargs), raise payoff_l2 or fit with optimizer='adam'"
+        )
+
+
+def search_prior(
+    problem: FitProblem,
+    config: FitConfig,
+    train: Callable[[FitProblem], tuple[Checkpoints, Any]],
+) -> tuple[FitProblem, Checkpoints, list[dict[str, float]]]:
+    """Choose the prior of ``problem``'s model (``prior_scale``, ``prior_decay``) by held-out NLL.
+
+    A coordinate search over the family's grid in :data:`~diml_inverse.models.PRIOR_SEARCH`: the first
+    argument's values at the second's default, then the second's other values at the best first one. Every
+    candidate is the model family with that prior, started from the previous candidate's parameters (warm),
+    trained by ``train`` on the same episodes, and scored by its selected epoch's held-out NLL. Ties go to the
+    earlier candidate.
+
+    Args:
+        problem: The fit's problem; its model is a family with a prior (``PRIOR_FAMILIES``).
+        config: The fit's options.
+        train: Trains a problem and returns its checkpoints (and anything else).
+
+    Returns:
+        The winning candidate's problem and checkpoints, and one row per candidate: the two prior arguments,
+        ``valid_nll``, ``epochs``, ``seconds`` and ``selected`` (1.0 for the winner).
+    """
+    model = problem.mechanism
+    (first, first_values), (second, second_values) = PRIOR_SEARCH[model.family]
+    start_extras = copy.deepcopy(problem.extras.state_dict())
+    rows: list[dict[str, float]] = []
+    best: tuple[float, FitProblem, Checkpoints, dict[str, float]] | None = None
+    warm = model.state_dict()
+    stages = [[{first: value, second: second_values[0]} for value in first_values], []]
+    for stage in range(2):
+        for prior in stages[stage]:
+            started = time.perf_counter()
+            candidate_model = type(model)(**{**model.config(), **prior})
+            candidate_model.load_state_dict(warm)
+            extras = copy.deepcopy(problem.extras)
+            extras.load_state_dict(start_extras)
+            candidate = dataclasses.replace(problem, mechanism=candidate_model.to(problem.device), extras=extras)
+            checkpoints, _ = train(candidate)
+            score = checkpoints.best[0] if checkpoints.best is not None else math.inf
+            rows.append(
+                {
+                    **prior,
+                    "valid_nll": score,
+                    "epochs": float(len(checkpoints.history)),
+                    "seconds": time.perf_counter() - started,
+                    "selected": 0.0,
+                }
+            )
+            logger.info("prior search: %s: held-out NLL %.6f", prior, score)
+            warm = candidate_model.state_dict()
+            if best is None or score < best[0]:
+                best = (score, candidate, checkpoints, prior)
+        if stage == 0 and best is not None:
+            stages[1] = [{first: best[3][first], second: value} for value in second_values[1:]]
+    assert best is not None  # at least one candidate ran
+    for row in rows:
+        row["selected"] = float(all(row[name] == value for name, value in best[3].items()))
+    return best[1], best[2], rows

@@ -1,0 +1,89 @@
+"""Additive count mechanism: an anonymous payoff as a sum of free curves in the others' counts of each action.
+
+    u_i = main[a_i] + sum_b curves[a_i, b, c_-i[b]],
+
+with ``c_-i[b]`` the number of other agents on action ``b`` (``0 .. N - 1``). Each curve is a free table over
+the counts, so a payoff that changes abruptly (a bar that is fun below its capacity, a threshold) or steeply (a
+quartic latency) is representable exactly when it depends on one count, and approximated additively otherwise.
+The prior (:meth:`AdditiveCountMechanism.prior_penalty`) is a Gaussian random walk along each curve (step
+``prior_step``) with a weak Gaussian prior on the levels (``prior_scale``): counts the data never visit are
+filled in from their neighbours, and the curves' common levels, which behaviour does not identify, are pinned.
+Payoffs are linear in the parameters: the fit is convex for logit-Q (see :mod:`mechgym.mechanisms.interaction`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mechgym.mechanisms.base import AnonymousMechanism
+from mechgym.validation import check_positive
+
+__all__ = ["AdditiveCountMechanism"]
+
+
+class AdditiveCountMechanism(AnonymousMechanism):
+    """``u_i = main[a_i] + sum_b curves[a_i, b, c_-i[b]]`` (see the module docstring).
+
+    Args:
+        n_agents: Number of agents ``N``.
+        n_actions: Actions per agent ``A``.
+        prior_step: Prior standard deviation of a curve's change from one count to the next (payoff units).
+        prior_scale: Prior standard deviation of the main effects and of the curves' values.
+        seed: Unused (the parameters start at zero); accepted so that every model family takes a seed.
+
+    Raises:
+        ConfigurationError: a prior scale that is not a finite positive number; a game whose curves
+            (``A * A * N`` values) cannot fit in memory.
+    """
+
+    family = "additive_counts"
+
+    def __init__(
+        self,
+        n_agents: int = 40,
+        n_actions: int = 10,
+        prior_step: float = 0.1,
+        prior_scale: float = 3.0,
+        seed: int | None = 0,
+    ) -> None:
+        super().__init__(n_agents, n_actions)
+        self.prior_step = check_positive(prior_step, "prior_step")
+        self.prior_scale = check_positive(prior_scale, "prior_scale")
+        a, n = self.n_actions, self.n_agents
+        self.check_parameter_memory(a + a * a * n)
+        self.main = nn.Parameter(torch.zeros(a))
+        self.curves = nn.Parameter(torch.zeros(a, a, n))  # [own action, counted action, count of the others]
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "prior_step": self.prior_step, "prior_scale": self.prior_scale}
+
+    def payoff_from_counts(self, actions: Tensor, other_counts: Tensor) -> Tensor:
+        index = other_counts.round().long().clamp_(0, self.n_agents - 1)  # [..., A]
+        shape = torch.broadcast_shapes(actions.shape, index.shape[:-1])
+        own = actions.expand(shape)
+        curves = self.curves[own]  # [..., A(b), N]
+        values = curves.gather(-1, index.expand(*shape, self.n_actions)[..., None]).squeeze(-1)  # [..., A(b)]
+        return self.main[own] + values.sum(-1)
+
+    def counterfactual_rows(self, counts: Tensor) -> Tensor:
+        """``F[..., o, a] = main[a] + sum_b curves[a, b, c[b]] + curves[a, o, c[o] - 1] - curves[a, o, c[o]]``.
+
+        An agent that played ``o`` sees the others' counts ``c - onehot(o)``: only its own action's curve moves,
+        so a round costs ``A x A`` lookups at two counts instead of ``A x A x A``.
+        """
+        a = self.n_actions
+        index = counts.round().long()
+        own, counted = torch.arange(a, device=counts.device)[:, None], torch.arange(a, device=counts.device)
+        at_count = self.curves[own, counted, index.clamp(0, self.n_agents - 1)[..., None, :]]  # [..., A(a), A(b)]
+        below = self.curves[own, counted, (index - 1).clamp(0, self.n_agents - 1)[..., None, :]]
+        totals = self.main + at_count.sum(-1)  # [..., A(a)]
+        return totals[..., None, :] + (below - at_count).transpose(-1, -2)  # [..., A(o), A(a)]
+
+    def prior_penalty(self) -> Tensor:
+        """``0.5 * (|diff(curves)|**2 / prior_step**2 + (|main|**2 + |curves|**2) / prior_scale**2)``."""
+        steps = self.curves.diff(dim=-1).square().sum() / self.prior_step**2
+        levels = (self.main.square().sum() + self.curves.square().sum()) / self.prior_scale**2
+        return 0.5 * (steps + levels)

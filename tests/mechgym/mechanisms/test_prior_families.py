@@ -1,0 +1,140 @@
+"""The model families with a prior: InteractionMechanism (small games) and AdditiveCountMechanism (anonymous)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from mechgym.errors import ConfigurationError
+from mechgym.mechanisms import (
+    MECHANISM_FAMILIES,
+    AdditiveCountMechanism,
+    InteractionMechanism,
+    all_joint_actions,
+    build_mechanism,
+)
+from mechgym.mechanisms.interaction import interaction_parameter_count
+
+
+def _randomised(mechanism: torch.nn.Module, seed: int = 0) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in mechanism.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+
+
+def _interaction_reference(model: InteractionMechanism, joint: tuple[int, ...]) -> list[float]:
+    """The payoffs summed term by term, in the order the constructor lays the parameters out."""
+    n, a = model.n_agents, model.n_actions
+    theta, start, payoffs = model.theta.detach(), 0, []
+    for agent in range(n):
+        total = 0.0
+        others = [j for j in range(n) if j != agent]
+        for order in range(model.max_order + 1):
+            for subset in itertools.combinations(others, order):
+                index = 0
+                for member in (agent, *subset):
+                    index = index * a + joint[member]
+                total += float(theta[start + index])
+                start += a ** (order + 1)
+        payoffs.append(total)
+    return payoffs
+
+
+@pytest.mark.parametrize(("n_agents", "n_actions", "max_order"), [(3, 4, None), (4, 3, 1), (2, 5, 0)])
+def test_interaction_payoffs_are_the_sum_of_their_terms(n_agents: int, n_actions: int, max_order: int | None) -> None:
+    model = InteractionMechanism(n_agents, n_actions, max_order=max_order)
+    assert model.theta.numel() == interaction_parameter_count(n_agents, n_actions, max_order)
+    _randomised(model)
+    joints = all_joint_actions(n_agents, n_actions)
+    payoffs = model(joints)
+    for row in range(0, joints.shape[0], 7):
+        joint = tuple(int(x) for x in joints[row])
+        assert payoffs[row].tolist() == pytest.approx(_interaction_reference(model, joint), abs=1e-5)
+
+
+def test_interaction_counterfactuals_match_the_generic_enumeration() -> None:
+    model = InteractionMechanism(4, 3)
+    _randomised(model, seed=1)
+    joint = torch.randint(0, 3, (5, 7, 4), generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(model.counterfactual_payoffs(joint), model.counterfactual_payoffs_generic(joint))
+
+
+def test_every_order_holds_every_game_and_order_one_is_a_polymatrix_game() -> None:
+    """With every order the family spans every payoff table; with max_order=1 it spans pairwise (polymatrix) games."""
+    full = InteractionMechanism(3, 3)
+    table = torch.randn(27, 3, generator=torch.Generator().manual_seed(3))
+    design = torch.func.jacrev(
+        lambda theta: torch.func.functional_call(full, {"theta": theta}, (all_joint_actions(3, 3),))
+    )(full.theta.detach())
+    solution = torch.linalg.lstsq(design.reshape(27 * 3, -1), table.reshape(-1, 1)).solution
+    with torch.no_grad():
+        full.theta.copy_(solution.squeeze(-1))
+    torch.testing.assert_close(full(all_joint_actions(3, 3)), table, atol=1e-4, rtol=1e-4)
+    pairwise = InteractionMechanism(3, 3, max_order=1)
+    assert pairwise.theta.numel() == 3 * (3 + 2 * 9)
+
+
+def test_interaction_prior_shrinks_higher_orders_harder() -> None:
+    model = InteractionMechanism(3, 2, prior_scale=2.0, prior_decay=0.5)
+    with torch.no_grad():
+        model.theta.fill_(1.0)
+    # per agent: order 0 has 2 entries (sd 2), order 1 has 2 x 4 (sd 1), order 2 has 8 (sd 0.5)
+    expected = 3 * 0.5 * (2 / 4.0 + 8 / 1.0 + 8 / 0.25)
+    assert float(model.prior_penalty().detach()) == pytest.approx(expected)
+
+
+def test_additive_counts_counterfactuals_match_the_generic_enumeration() -> None:
+    model = AdditiveCountMechanism(9, 4)
+    _randomised(model, seed=4)
+    joint = torch.randint(0, 4, (3, 6, 9), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(model.counterfactual_payoffs(joint), model.counterfactual_payoffs_generic(joint))
+
+
+def test_additive_counts_payoff_is_main_effect_plus_one_curve_value_per_action() -> None:
+    model = AdditiveCountMechanism(5, 3)
+    _randomised(model, seed=6)
+    joint = torch.tensor([0, 2, 2, 1, 0])
+    others = torch.tensor([1.0, 1.0, 2.0])  # agent 0 sees one other on 0, one on 1, two on 2
+    with torch.no_grad():
+        expected = model.main[0] + sum(model.curves[0, b, int(others[b])] for b in range(3))
+        assert float(model(joint)[0]) == pytest.approx(float(expected), abs=1e-6)
+
+
+def test_additive_counts_prior_penalises_steps_and_levels() -> None:
+    model = AdditiveCountMechanism(4, 2, prior_step=0.5, prior_scale=2.0)
+    with torch.no_grad():
+        model.curves.copy_(torch.arange(4.0).expand(2, 2, 4))
+    steps = 4 * 3 * 1.0 / 0.25  # four curves, three unit steps each
+    levels = 4 * (0 + 1 + 4 + 9) / 4.0
+    assert float(model.prior_penalty().detach()) == pytest.approx(0.5 * (steps + levels))
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: InteractionMechanism(3, 3, prior_scale=0.0), "prior_scale"),
+        (lambda: InteractionMechanism(3, 3, prior_decay=math.inf), "prior_decay"),
+        (lambda: InteractionMechanism(3, 3, max_order=3), "max_order"),
+        (lambda: InteractionMechanism(30, 3), "too large"),
+        (lambda: AdditiveCountMechanism(10, 3, prior_step=-1.0), "prior_step"),
+        (lambda: AdditiveCountMechanism(10, 3, prior_scale=True), "prior_scale"),
+    ],
+)
+def test_bad_arguments_are_refused_clearly(build: object, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        build()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("family", ["interaction", "additive_counts"])
+def test_families_are_registered_and_rebuild_from_their_config(family: str) -> None:
+    model = MECHANISM_FAMILIES[family](6, 3, prior_scale=0.7)
+    rebuilt = build_mechanism(family, **model.config())
+    assert rebuilt.config() == model.config()
+    _randomised(model)
+    rebuilt.load_state_dict(model.state_dict())
+    joint = torch.randint(0, 3, (4, 6), generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(rebuilt(joint), model(joint))
