@@ -325,10 +325,15 @@ def mean_nll(model: Mechanism, actions: Tensor, learner: Learner, extras: Learne
 
 
 def finish_epoch(
-    row: dict[str, float], problem: FitProblem, config: FitConfig, callback: EpochCallback | None, started: float
+    row: dict[str, float],
+    problem: FitProblem,
+    config: FitConfig,
+    callback: EpochCallback | None,
+    started: float,
+    checkpoints: Checkpoints,
 ) -> None:
-    """Complete an epoch's history row after its training pass: the held-out NLL, the callback's metrics, the
-    epoch's seconds (since ``started``); log it at INFO."""
+    """Complete an epoch's history row after its training pass (the held-out NLL, the callback's metrics, the
+    epoch's seconds since ``started``), record it in ``checkpoints`` (the epoch is then done), then log it at INFO."""
     problem.mechanism.eval()
     if problem.valid.shape[0]:
         row["valid_nll"] = mean_nll(
@@ -338,6 +343,7 @@ def finish_epoch(
         with torch.no_grad():
             row.update(callback(int(row["epoch"]), problem.mechanism))
     row["seconds"] = time.perf_counter() - started
+    checkpoints.record(row, problem)
     logger.info("epoch %d: %s", row["epoch"], ", ".join(f"{k}={v:.5g}" for k, v in row.items() if k != "epoch"))
 
 
@@ -397,8 +403,7 @@ class Trainer:
                 row = self.train_epoch(epoch)
                 if self.windows_burn_in is not None:
                     row["burn_in"] = self.windows_burn_in
-                finish_epoch(row, problem, config, self.callback, started)
-                checkpoints.record(row, problem)
+                finish_epoch(row, problem, config, self.callback, started, checkpoints)
                 bar.set_postfix({k: f"{row[k]:.4f}" for k in ("train_nll", "valid_nll") if k in row})
                 if config.patience is not None and problem.valid.shape[0] and checkpoints.since_best >= config.patience:
                     logger.info(
@@ -629,7 +634,16 @@ def fit(
     for family in families:
         if family != problem.model_name:
             problem = prepare_fit(env_id, traces, learner, dataclasses.replace(config, model=cast(ModelName, family)))
-        trained, checkpoints, rows = train_family(problem, config, callback, started)
+        try:
+            trained, checkpoints, rows = train_family(problem, config, callback, started)
+        except FitInterrupted as stop:
+            # the best finished candidate (of this family's prior search, or an earlier family), if any
+            done = [x for x in (getattr(stop, "finished", None), best[1:] if best else None) if x and x[1].best]
+            if not done:
+                raise
+            finished = min(done, key=lambda pair: pair[1].best[0])  # type: ignore[index]
+            result = finished[1].result(finished[0], config, started, interrupted=False)
+            raise FitInterrupted(result, len(result.history) if result else 0, config.epochs) from stop
         score = checkpoints.best[0] if checkpoints.best is not None else math.inf
         search += [{"model": family, **row} for row in rows] or [{"model": family, "valid_nll": score}]
         if best is None or score < best[0]:

@@ -111,8 +111,7 @@ class FullBatchTrainer:
                 loss = float(self.optimizer.step(self.loss))
                 self.check_finite(epoch, loss)
                 row = {"epoch": epoch, "train_nll": self.last_nll, "train_loss": loss}
-                finish_epoch(row, problem, config, self.callback, started)
-                checkpoints.record(row, problem)
+                finish_epoch(row, problem, config, self.callback, started, checkpoints)
                 bar.set_postfix({k: f"{row[k]:.4f}" for k in ("train_nll", "valid_nll") if k in row})
                 if previous - loss <= CONVERGED_CHANGE * max(1.0, abs(loss)):
                     logger.info("L-BFGS converged at epoch %d (loss %.8g)", epoch, loss)
@@ -172,7 +171,12 @@ def search_prior(
             extras = copy.deepcopy(problem.extras)
             extras.load_state_dict(start_extras)
             candidate = dataclasses.replace(problem, mechanism=candidate_model.to(problem.device), extras=extras)
-            checkpoints, _ = train(candidate)
+            try:
+                checkpoints, _ = train(candidate)
+            except KeyboardInterrupt as stop:  # a FitInterrupted: keep the best finished candidate for fit to return
+                if best is not None:
+                    stop.finished = (best[1], best[2])  # type: ignore[attr-defined]
+                raise
             score = checkpoints.best[0] if checkpoints.best is not None else math.inf
             rows.append(
                 {

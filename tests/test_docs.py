@@ -116,6 +116,15 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ),
     (
         "docs/results.md",
+        "python -m diml_inverse.experiments zoo --games E1 E2 E3 --seeds 0 1 2 --out runs/paper_default --threads 1",
+    ): ("the default fit on E1-E3: 9 fits, minutes (test_zoo.py runs E1 with --smoke)"),
+    (
+        "docs/results.md",
+        "python -m diml_inverse.experiments zoo --games RandomNormalForm Polymatrix ThresholdParticipation  "
+        "--episodes 24 48 96 192 384 --seeds 0 --out runs/data_needs --threads 1",
+    ): "the data-needs curves: 15 fits of up to 384 episodes, an hour (test_zoo.py runs --episodes with --smoke)",
+    (
+        "docs/results.md",
         "python -m diml_inverse.experiments calibration --seeds 0 1 2 --out runs/calibration --threads 1",
     ): (
         "the calibration study and its two remedies: 675 fits and 24 Hessians, over an hour "

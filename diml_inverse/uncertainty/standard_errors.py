@@ -21,13 +21,12 @@ independent units), both in ``phi`` and in float64 (:mod:`torch.func`):
 * observed information: ``Cov(phi) = H^-1``;
 * sandwich (robust to a misspecified likelihood): ``Cov(phi) = H^-1 B H^-1`` with ``B = sum_e s_e s_e^T``;
 
-and ``Cov(theta) = V Cov(phi) V^T``. A direction of ``V`` along which ``H`` is still flat (relative eigenvalue below
-``flat_tolerance``; e.g. a rule that is not gauge-invariant, whose identified quantities are the raw payoffs) is
-dropped too and counted (so is a slightly negative one, above ``-1e-4`` of the largest: the exploration-mixed
-logit is not concave where a policy saturates); a clearly negative eigenvalue means the fit is not at a maximum and
-is refused. A quantity
-``q(theta)`` (a parameter, a payoff difference) gets the delta-method variance ``J Cov(theta) J^T``; if its gradient
-``J`` leaves the identified subspace, the data do not determine it and its standard error is ``inf``.
+and ``Cov(theta) = V Cov(phi) V^T``. A direction of ``V`` along which ``H`` is still flat is dropped too and
+counted: a relative eigenvalue below ``1e-9`` (e.g. under a rule that is not gauge-invariant, whose identified
+quantities are the raw payoffs), or a slightly negative one, above ``-1e-4`` (the exploration-mixed logit is not
+concave where a policy saturates). A clearly negative eigenvalue means the fit is not at a maximum and is refused.
+A quantity ``q(theta)`` (a parameter, a payoff difference) gets the delta-method variance ``J Cov(theta) J^T``; if
+its gradient ``J`` leaves the identified subspace, the data do not determine it and its standard error is ``inf``.
 """
 
 from __future__ import annotations
