@@ -253,7 +253,8 @@ class FitConfig:
     """auto, adam (minibatch steps, the paper's) or lbfgs (full-batch quasi-Newton steps)
 
     ``"auto"`` picks ``"lbfgs"`` for the model families with a prior (``"interaction"``, the default for small
-    games), whose loss is convex in the payoffs, and ``"adam"`` for every other family. With ``"lbfgs"`` an epoch
+    games), whose loss is convex in the payoffs, and ``"adam"`` for every other family and whenever
+    ``round_window`` or ``agent_batch_size`` is set. With ``"lbfgs"`` an epoch
     is up to 20 L-BFGS iterations on the whole training set (strong Wolfe line search); the fit stops early once
     an epoch no longer lowers the loss. It does not take ``round_window`` or ``agent_batch_size``."""
     tune_prior: bool = True

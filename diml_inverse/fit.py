@@ -36,8 +36,8 @@ from diml_inverse.models import (
     PRIOR_FAMILIES,
     ModelName,
     activation_elements,
+    auto_family_for,
     auto_model_candidates,
-    auto_model_name,
     build_model,
     model_skeleton,
 )
@@ -280,7 +280,7 @@ def prepare_fit(
     model = config.model
     model_name = model if isinstance(model, str) else type(model).__name__
     if model_name == "auto":
-        model_name = auto_model_name(truth_like)
+        model_name = auto_family_for(truth_like, _as_dict(config.model_kwargs))
     n_valid = 0 if config.valid_fraction == 0 else max(1, round(config.valid_fraction * traces.n_episodes))
     n_valid = min(n_valid, traces.n_episodes - 1)
     if config.check_memory:
@@ -668,7 +668,9 @@ def train_family(
         FitInterrupted: Ctrl-C; its ``result`` holds the epochs done of the model being trained.
     """
     select_best = config.select == "best_valid" and bool(problem.valid.shape[0])
-    full_batch = config.optimizer == "lbfgs" or (config.optimizer == "auto" and problem.model_name in PRIOR_FAMILIES)
+    minibatch_only = config.round_window is not None or config.agent_batch_size is not None
+    auto_full_batch = config.optimizer == "auto" and problem.model_name in PRIOR_FAMILIES and not minibatch_only
+    full_batch = config.optimizer == "lbfgs" or auto_full_batch
 
     def train(candidate: FitProblem) -> tuple[Checkpoints, None]:
         checkpoints = Checkpoints(select_best=select_best)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from typing import Any, Literal, get_args
 
@@ -61,6 +62,24 @@ def auto_model_candidates(truth_like: Mechanism) -> list[str]:
     if name == "anonymous" and a + a * a * n <= MAX_AUTO_ADDITIVE_PARAMETERS:
         return ["additive_counts", "anonymous"]
     return [name]
+
+
+def auto_family_for(truth_like: Mechanism, model_kwargs: dict[str, Any] | None) -> str:
+    """The family ``model="auto"`` builds for ``model_kwargs``: with none, the first of
+    :func:`auto_model_candidates`; otherwise the candidate whose constructor takes the most of the keys (a key
+    close to one of its arguments counts half, so that a typo is reported against the family it was meant for).
+    """
+    candidates = auto_model_candidates(truth_like)
+    if not model_kwargs:
+        return candidates[0]
+
+    def score(name: str) -> float:
+        allowed = _model_arguments(MODEL_FAMILIES[name])
+        return sum(
+            1.0 if key in allowed else 0.5 * bool(difflib.get_close_matches(key, allowed)) for key in model_kwargs
+        )
+
+    return max(candidates, key=score)  # the first of the best
 
 
 def auto_model_name(truth_like: Mechanism) -> str:
@@ -192,7 +211,7 @@ def build_model(
             f"{suggest(str(model), MODEL_NAMES, 'model')} Pass one of those names or a mechgym Mechanism instance."
         )
     kwargs = dict(model_kwargs or {})
-    name = auto_model_name(truth_like) if model == "auto" else model
+    name = auto_family_for(truth_like, model_kwargs) if model == "auto" else model
     _check_model_kwargs(model, name, kwargs)
     if name == "structured":
         if truth_like.family not in MECHANISM_FAMILIES:
@@ -224,7 +243,7 @@ def model_skeleton(
     Raises:
         ConfigurationError: as :func:`build_model`.
     """
-    name = auto_model_name(truth_like) if model == "auto" else model
+    name = auto_family_for(truth_like, model_kwargs) if model == "auto" else model
     if isinstance(name, str) and name == "structured":
         _check_model_kwargs(model, name, dict(model_kwargs or {}))
         return truth_like

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable
@@ -198,9 +199,9 @@ def rollout(
         progress: Show a progress bar over rounds.
         episode_offset: Index of the first episode (to extend a dataset with more episodes).
         check_memory: Refuse sizes whose estimated memory exceeds what the device has (see :func:`simulate`).
-        threads: Torch CPU threads while simulating: a count, ``"auto"`` or ``None`` (``MECHGYM_THREADS``, else
-            ``"auto"``: one thread for small games and on a loaded machine; :mod:`mechgym.threads`). The traces
-            are the same at any thread count.
+        threads: Torch CPU threads while simulating: a count or ``"auto"`` (one thread for small games and on a
+            loaded machine; :mod:`mechgym.threads`); ``None`` (the default) keeps torch's current setting, the one
+            the PettingZoo loop runs at (the tests check that both give the same traces at 1 and 2 threads).
 
     Returns:
         A :class:`TraceDataset` with actions, realised payoffs and full provenance metadata.
@@ -218,7 +219,7 @@ def rollout(
     if device_of(mechanism) != target:
         mechanism = copy.deepcopy(mechanism).to(target)
     work = n_episodes * mechanism.n_agents * mechanism.n_actions  # the payoffs of one round, [E, N, A]
-    with torch_threads(threads, work):
+    with torch_threads(threads, work) if threads is not None else contextlib.nullcontext():
         actions, rewards = simulate(
             mechanism,
             learner,

@@ -327,7 +327,14 @@ def test_sigint_during_diml_fit(trace_file: Path, tmp_path: Path) -> None:
     argv = ["-m", "diml_inverse", "-v", "fit", str(trace_file), "--epochs", "100000", "-q", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
-        [sys.executable, *argv, "-o", str(output)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, *argv, "-o", str(output)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        # Ctrl-C as a terminal delivers it: a run started in the background of a non-interactive shell (`cmd &`)
+        # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stderr is not None
     seen = []

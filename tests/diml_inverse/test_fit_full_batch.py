@@ -50,7 +50,7 @@ def test_lbfgs_reaches_a_stationary_point_below_adams_loss(traces: TraceDataset)
 
 
 def test_default_small_game_fit_searches_the_prior(traces: TraceDataset) -> None:
-    result = diml_inverse.fit(GAME, traces, epochs=5, progress=False, seed=0)
+    result = diml_inverse.fit(GAME, traces, model="interaction", epochs=5, progress=False, seed=0)
     assert result.model_name == "interaction" and isinstance(result.mechanism, InteractionMechanism)
     rows = result.model_search
     assert [(row["prior_decay"], row["prior_scale"]) for row in rows[:3]] == [(0.25, 1.0), (0.5, 1.0), (1.0, 1.0)]
@@ -68,8 +68,8 @@ def test_no_search_when_the_prior_is_given_or_there_is_no_validation_split(trace
     )
     assert given.model_search == [] and given.mechanism.config()["prior_decay"] == 0.5
     unsplit = diml_inverse.fit(GAME, traces, epochs=2, valid_fraction=0.0, progress=False)
-    assert unsplit.model_search == [] and unsplit.model_name == "interaction"
-    untuned = diml_inverse.fit(GAME, traces, epochs=2, tune_prior=False, progress=False)
+    assert unsplit.model_search == [] and unsplit.model_name == "interaction"  # nothing to choose by: the first
+    untuned = diml_inverse.fit(GAME, traces, model="interaction", epochs=2, tune_prior=False, progress=False)
     assert untuned.model_search == [] and untuned.mechanism.config()["prior_scale"] == 1.0
 
 
@@ -81,6 +81,13 @@ def test_search_and_prior_survive_save_and_load(traces: TraceDataset, tmp_path: 
     assert loaded.mechanism.config() == result.mechanism.config()
     joint = traces.actions_tensor()[0, :5]
     torch.testing.assert_close(loaded.payoff_differences(joint), result.payoff_differences(joint))
+
+
+def test_auto_with_model_kwargs_builds_the_family_that_takes_them(traces: TraceDataset) -> None:
+    result = diml_inverse.fit(GAME, traces, model_kwargs={"hidden": 8}, epochs=1, progress=False)
+    assert result.model_name == "neural" and result.model_search == []
+    with pytest.raises(ConfigurationError, match="Did you mean 'hidden'"):
+        diml_inverse.fit(GAME, traces, model_kwargs={"hiden": 8}, epochs=1, progress=False)
 
 
 def test_auto_tries_both_anonymous_families_and_keeps_the_better_one() -> None:
@@ -97,7 +104,7 @@ def test_auto_tries_both_anonymous_families_and_keeps_the_better_one() -> None:
 
 
 def test_auto_candidates_by_game_size() -> None:
-    assert auto_model_candidates(mechgym.make("mechgym/NeuralMechanism-v0").mechanism) == ["interaction"]
+    assert auto_model_candidates(mechgym.make("mechgym/NeuralMechanism-v0").mechanism) == ["interaction", "neural"]
     huge = mechgym.make("mechgym/AnonymousGame-v0", n_agents=300, n_actions=40).mechanism
     assert auto_model_candidates(huge) == ["additive_counts", "anonymous"]
 

@@ -171,15 +171,15 @@ def test_a_huge_model_is_refused_fast_with_the_estimate(traces: TraceDataset) ->
 def test_the_guard_refuses_what_the_device_cannot_hold_unless_turned_off(
     traces: TraceDataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert len(_fit(traces).history) == 1  # the real machine holds a small fit
+    assert len(_fit(traces, model="neural").history) == 1  # the real machine holds a small fit
     monkeypatch.setattr(mechgym.memory, "available_memory_bytes", lambda device="cpu": 16 * 2**20)
     with pytest.raises(MemoryBudgetError) as info:
-        _fit(traces)
+        _fit(traces, model="neural")
     message = str(info.value)
     n_parameters = sum(p.numel() for p in NeuralJointMechanism(3, 6).parameters())
     assert f"a fit of model='neural' with {n_parameters:,} parameters" in message, message
     assert "16.0 MiB available" in message and "check_memory=False" in message, message
-    assert len(_fit(traces, check_memory=False).history) == 1
+    assert len(_fit(traces, model="neural", check_memory=False).history) == 1
 
 
 def test_the_skeleton_counts_the_parameters_without_allocating_them() -> None:

@@ -70,7 +70,11 @@ def test_resume_skips_finished_tasks_and_reruns_failed_or_changed_ones(tmp_path:
     changed = Task("square/2", square, (5,), {"marker_dir": str(calls)})  # same name, other arguments
     second = run_tasks([*tasks[:2], changed, tasks[3]], progress=False, out_dir=out, resume=True)
     assert [o.resumed for o in second] == [True, True, False, False]
-    assert [o.result for o in second[:3]] == [first[0].result, first[1].result, square(5)]
+    assert [o.result for o in second[:3]] == [
+        first[0].result,
+        first[1].result,
+        {**square(5), "threads": 1},
+    ]  # a task runs on threads_per_task=1
     assert len(list(calls.iterdir())) == 4  # only the changed task ran again
     with pytest.raises(ConfigurationError, match="out_dir"):
         run_tasks(tasks, resume=True, progress=False)
