@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mechgym.cli_support import json_object
 from mechgym.devices import keep_freed_memory
 from mechgym.errors import MechGymError
 
@@ -164,7 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     zoo.add_argument(
         "--fit-options",
-        type=_json_object,
+        type=json_object,
         default=None,
         help='FitConfig fields as a JSON object: an alternative estimator, e.g. \'{"model": "neural"}\'',
     )
@@ -238,19 +239,6 @@ def _misspec(args: argparse.Namespace) -> int:
     print(paths["markdown"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
-
-
-def _json_object(text: str) -> dict[str, object]:
-    """``--fit-options``: a JSON object (argparse reports a ``ValueError`` as a usage error)."""
-    import json
-
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f'expected a JSON object such as \'{{"model": "neural"}}\'; got {text!r}')
-    return value
 
 
 def _zoo(args: argparse.Namespace) -> int:

@@ -19,7 +19,6 @@ Command line (needs the ``.[openspiel]`` extra)::
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -33,8 +32,9 @@ from tqdm.auto import tqdm
 from diml_inverse.config import FitConfig
 from diml_inverse.experiments.configs import E1_E3_LEARNER
 from diml_inverse.experiments.runner import write_rows
+from diml_inverse.experiments.zoo.scoring import score_fit
 from diml_inverse.fit import fit
-from diml_inverse.metrics import derive_seed, diff_mse, heldout_nll, zero_baseline_diff_mse
+from diml_inverse.metrics import derive_seed
 from mechgym.errors import ConfigurationError
 from mechgym.interop import from_openspiel
 from mechgym.registration import make
@@ -86,8 +86,6 @@ def run_openspiel_game(
     train, test = traces.split(0.8)
     truth = env.mechanism
     evaluation_seed = derive_seed(run_seed, f"{prefix}/evaluation")
-    zero = zero_baseline_diff_mse(truth, test, diff_samples, evaluation_seed)
-    truth_nll = heldout_nll(truth, test, E1_E3_LEARNER)
     rows = []
     for label, model_options in MODELS.items():
         sizes: dict[str, Any] = {} if epochs is None else {"epochs": epochs}
@@ -95,20 +93,13 @@ def run_openspiel_game(
         started = time.perf_counter()
         result = fit(env_id, train, config=config, seed=derive_seed(run_seed, f"{prefix}/fit/{label}"))
         seconds = time.perf_counter() - started
-        error = diff_mse(truth, result.mechanism, test, diff_samples, evaluation_seed)
-        fit_nll = heldout_nll(result.mechanism, test, result.learner, result.q0)
         rows.append(
             {
                 "game": name,
                 "seed": run_seed,
                 "model": label,
                 "n_actions": truth.n_actions,
-                "diff_mse": error,
-                "zero_diff_mse": zero,
-                "ratio": error / zero if zero > 0 else math.nan,
-                "fit_nll": fit_nll,
-                "truth_nll": truth_nll,
-                "oracle_gap": fit_nll - truth_nll,
+                **score_fit(truth, result, test, E1_E3_LEARNER, diff_samples, evaluation_seed),
                 "fit_seconds": seconds,
             }
         )
