@@ -23,14 +23,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from diml_inverse.likelihood import trace_terms
-from diml_inverse.models import PRIOR_SEARCH
+from diml_inverse.models import PRIOR_SEARCH, PriorGrid
 from mechgym.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from diml_inverse.config import FitConfig
     from diml_inverse.fit import Checkpoints, EpochCallback, FitProblem
 
-__all__ = ["LBFGS_ITERATIONS_PER_EPOCH", "FullBatchTrainer", "search_prior"]
+__all__ = ["LBFGS_ITERATIONS_PER_EPOCH", "FullBatchTrainer", "coordinate_search", "search_prior"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,13 +139,14 @@ def search_prior(
     config: FitConfig,
     train: Callable[[FitProblem], tuple[Checkpoints, Any]],
 ) -> tuple[FitProblem, Checkpoints, list[dict[str, float]]]:
-    """Choose the prior of ``problem``'s model (``prior_scale``, ``prior_decay``) by held-out NLL.
+    """Choose the prior of ``problem``'s model (``prior_scale``, ``prior_decay``, ...) by held-out NLL.
 
-    A coordinate search over the family's grid in :data:`~diml_inverse.models.PRIOR_SEARCH`: the first
-    argument's values at the second's default, then the second's other values at the best first one. Every
-    candidate is the model family with that prior, started from the previous candidate's parameters (warm),
-    trained by ``train`` on the same episodes, and scored by its selected epoch's held-out NLL. Ties go to the
-    earlier candidate.
+    A coordinate search over the family's :class:`~diml_inverse.models.PriorGrid` in
+    :data:`~diml_inverse.models.PRIOR_SEARCH`: each argument in turn takes its values with the others at their best
+    so far; a winning edge value is extended past (``extend``); passes repeat (``sweeps``) while one moved an
+    argument. Every candidate is the model family with that prior, started from the previous candidate's
+    parameters (warm), trained by ``train`` on the same episodes, and scored by its selected epoch's held-out NLL;
+    no prior is trained twice. A candidate must be strictly better to win: ties go to the earlier one.
 
     Args:
         problem: The fit's problem; its model is a family with a prior (``PRIOR_FAMILIES``).
@@ -153,47 +154,103 @@ def search_prior(
         train: Trains a problem and returns its checkpoints (and anything else).
 
     Returns:
-        The winning candidate's problem and checkpoints, and one row per candidate: the two prior arguments,
+        The winning candidate's problem and checkpoints, and one row per candidate: the prior's arguments,
         ``valid_nll``, ``epochs``, ``seconds`` and ``selected`` (1.0 for the winner).
     """
     model = problem.mechanism
-    (first, first_values), (second, second_values) = PRIOR_SEARCH[model.family]
+    grid = PRIOR_SEARCH[model.family]
     start_extras = copy.deepcopy(problem.extras.state_dict())
     rows: list[dict[str, float]] = []
     best: tuple[float, FitProblem, Checkpoints, dict[str, float]] | None = None
     warm = model.state_dict()
-    stages = [[{first: value, second: second_values[0]} for value in first_values], []]
-    for stage in range(2):
-        for prior in stages[stage]:
-            started = time.perf_counter()
-            candidate_model = type(model)(**{**model.config(), **prior})
-            candidate_model.load_state_dict(warm)
-            extras = copy.deepcopy(problem.extras)
-            extras.load_state_dict(start_extras)
-            candidate = dataclasses.replace(problem, mechanism=candidate_model.to(problem.device), extras=extras)
-            try:
-                checkpoints, _ = train(candidate)
-            except KeyboardInterrupt as stop:  # a FitInterrupted: keep the best finished candidate for fit to return
-                if best is not None:
-                    stop.finished = (best[1], best[2])  # type: ignore[attr-defined]
-                raise
-            score = checkpoints.best[0] if checkpoints.best is not None else math.inf
-            rows.append(
-                {
-                    **prior,
-                    "valid_nll": score,
-                    "epochs": float(len(checkpoints.history)),
-                    "seconds": time.perf_counter() - started,
-                    "selected": 0.0,
-                }
-            )
-            logger.info("prior search: %s: held-out NLL %.6f", prior, score)
-            warm = candidate_model.state_dict()
-            if best is None or score < best[0]:
-                best = (score, candidate, checkpoints, prior)
-        if stage == 0 and best is not None:
-            stages[1] = [{first: best[3][first], second: value} for value in second_values[1:]]
+
+    def evaluate(prior: dict[str, float]) -> float:
+        nonlocal best, warm
+        started = time.perf_counter()
+        candidate_model = type(model)(**{**model.config(), **prior})
+        candidate_model.load_state_dict(warm)
+        extras = copy.deepcopy(problem.extras)
+        extras.load_state_dict(start_extras)
+        candidate = dataclasses.replace(problem, mechanism=candidate_model.to(problem.device), extras=extras)
+        try:
+            checkpoints, _ = train(candidate)
+        except KeyboardInterrupt as stop:  # a FitInterrupted: keep the best finished candidate for fit to return
+            if best is not None:
+                stop.finished = (best[1], best[2])  # type: ignore[attr-defined]
+            raise
+        score = checkpoints.best[0] if checkpoints.best is not None else math.inf
+        rows.append(
+            {
+                **prior,
+                "valid_nll": score,
+                "epochs": float(len(checkpoints.history)),
+                "seconds": time.perf_counter() - started,
+                "selected": 0.0,
+            }
+        )
+        logger.info("prior search: %s: held-out NLL %.6f", prior, score)
+        warm = candidate_model.state_dict()
+        if best is None or score < best[0]:
+            best = (score, candidate, checkpoints, dict(prior))
+        return score
+
+    coordinate_search(grid, evaluate)
     assert best is not None  # at least one candidate ran
     for row in rows:
         row["selected"] = float(all(row[name] == value for name, value in best[3].items()))
     return best[1], best[2], rows
+
+
+def coordinate_search(grid: PriorGrid, evaluate: Callable[[dict[str, float]], float]) -> dict[str, float]:
+    """The search of :func:`search_prior` over ``grid``, with ``evaluate(prior) -> held-out NLL`` (called once per
+    prior; lower is better); returns the best prior found.
+
+    Each pass takes the arguments in order: an argument's values (its listed ones and its current one) are
+    evaluated with the other arguments at their current values, and it moves to the best if that is strictly
+    better. A winning edge value (strictly better than its neighbour) is extended past up to ``grid.extend``
+    times while the extension wins. Passes
+    stop after ``grid.sweeps`` or once one moves nothing.
+    """
+    scores: dict[tuple[float, ...], float] = {}
+
+    def score(prior: dict[str, float]) -> float:
+        key = tuple(prior[name] for name in grid.arguments)
+        if key not in scores:
+            scores[key] = evaluate(dict(prior))
+        return scores[key]
+
+    current = {name: values[0] for name, values in grid.coordinates}
+    for _ in range(grid.sweeps):
+        moved = False
+        for name, listed in grid.coordinates:
+            values = list(dict.fromkeys((*listed, current[name])))
+            choice = current[name]
+            for value in values:
+                if score({**current, name: value}) < score({**current, name: choice}):
+                    choice = value
+            for _ in range(grid.extend):
+                edge = _past_edge(values, choice)
+                if edge is None:
+                    break
+                neighbour, beyond = edge
+                if not score({**current, name: choice}) < score({**current, name: neighbour}):
+                    break  # no slope toward the edge
+                values.append(beyond)
+                if not score({**current, name: beyond}) < score({**current, name: choice}):
+                    break
+                choice = beyond
+            moved = moved or choice != current[name]
+            current[name] = choice
+        if not moved:
+            break
+    return current
+
+
+def _past_edge(values: list[float], choice: float) -> tuple[float, float] | None:
+    """When ``choice`` is the largest or smallest of ``values``: its neighbour among them and the next value past
+    it (geometric, by the ratio of the two, to three significant digits); else None."""
+    ordered = sorted(values)
+    if len(ordered) < 2 or choice not in (ordered[0], ordered[-1]):
+        return None
+    neighbour = ordered[-2] if choice == ordered[-1] else ordered[1]
+    return neighbour, float(f"{choice * choice / neighbour:.3g}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import torch
@@ -29,18 +30,45 @@ MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 
 #: The largest interaction model ``model="auto"`` builds (parameters): 2 MB of float32.
 MAX_AUTO_INTERACTION_PARAMETERS = 1 << 19
+
+
+@dataclass(frozen=True)
+class PriorGrid:
+    """What ``tune_prior`` searches for one family with a prior (see :func:`~diml_inverse.full_batch.search_prior`).
+
+    A coordinate search: each constructor argument in turn takes its candidate values with the others at their
+    best so far (the first value of each is where the search starts). ``sweeps`` passes over the arguments are
+    made while the last one moved some argument; a best value at the edge of its values is extended past it, by
+    the ratio of its two outermost values, up to ``extend`` times per argument and pass, for as long as that
+    improves the held-out NLL (so a prior's scale is not clipped by the grid when the payoffs are large).
+    """
+
+    coordinates: tuple[tuple[str, tuple[float, ...]], ...]
+    """(constructor argument, candidate values), in search order."""
+    sweeps: int = 1
+    """Passes over the arguments at most."""
+    extend: int = 0
+    """Values past a winning edge per argument and pass at most."""
+
+    @property
+    def arguments(self) -> tuple[str, ...]:
+        """The constructor arguments the search chooses."""
+        return tuple(name for name, _ in self.coordinates)
+
+
 #: Families whose parameters have a prior (``Mechanism.prior_penalty``), fitted full-batch by ``optimizer="auto"``,
-#: with the grid ``tune_prior`` searches: two constructor arguments and their candidate values, the first value of
-#: each being the family's default. The search tries the first argument's values at the second's first value, then
-#: the second's other values at the best first one.
-PRIOR_SEARCH: dict[str, tuple[tuple[str, tuple[float, ...]], tuple[str, tuple[float, ...]]]] = {
-    "interaction": (("prior_decay", (0.25, 0.5, 1.0)), ("prior_scale", (1.0, 0.3, 3.0))),
-    "additive_counts": (("prior_step", (0.03, 0.1, 0.3, 1.0)), ("prior_scale", (3.0, 30.0))),
+#: and the grid ``tune_prior`` searches. The interaction search is five candidates (small games keep the fit within
+#: a few times the network's); the additive count search may go on where the payoffs' scale asks for it.
+PRIOR_SEARCH: dict[str, PriorGrid] = {
+    "interaction": PriorGrid((("prior_decay", (0.25, 0.5, 1.0)), ("prior_scale", (1.0, 0.3, 3.0)))),
+    "additive_counts": PriorGrid(
+        (("prior_cross", (1.0, 0.1, 0.01)), ("prior_step", (0.1, 0.03, 0.3, 1.0)), ("prior_scale", (3.0, 30.0))),
+        sweeps=2,
+        extend=2,
+    ),
 }
 #: The families with a prior and the constructor arguments the search chooses.
-PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {
-    family: tuple(name for name, _ in grid) for family, grid in PRIOR_SEARCH.items()
-}
+PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {family: grid.arguments for family, grid in PRIOR_SEARCH.items()}
 
 
 #: The largest additive count model ``model="auto"`` tries (parameters ``A + A * A * N``).

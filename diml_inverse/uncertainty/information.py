@@ -31,7 +31,9 @@ __all__ = [
     "Information",
     "StandardErrorsError",
     "flat_fit",
+    "has_prior",
     "identified_information",
+    "posterior_information",
 ]
 
 #: Learning rules whose likelihood is unchanged by adding ``c_i(a_-i)`` to every action's payoff (full-information
@@ -55,9 +57,13 @@ class _Fitted(nn.Module):
         self.alpha: nn.Parameter | None = None
         self.epsilon: nn.Parameter | None = None
 
-    def forward(self, actions: Tensor, agent: int | None = None) -> Tensor:
+    def forward(self, actions: Tensor | None, agent: int | None = None) -> Tensor:
         """Per-episode log-likelihoods ``[E]`` of ``actions``; with ``agent``, the counterfactual payoffs
-        ``[K, A]`` of that agent at the joint actions ``actions`` ``[K, N]``."""
+        ``[K, A]`` of that agent at the joint actions ``actions`` ``[K, N]``; with ``actions=None``, the mechanism's
+        prior penalty (its negative log prior, a scalar)."""
+        if actions is None:
+            penalty = self.mechanism.prior_penalty()
+            return torch.zeros((), dtype=torch.float64) if penalty is None else penalty
         if agent is not None:
             return self.mechanism.counterfactual_payoffs(actions, torch.tensor([agent]))[..., 0, :]
         log_probs, _ = trace_terms(
@@ -91,7 +97,7 @@ class FlatFit:
             start += size
         return out
 
-    def call(self, theta: Tensor, actions: Tensor, agent: int | None = None) -> Tensor:
+    def call(self, theta: Tensor, actions: Tensor | None, agent: int | None = None) -> Tensor:
         """The module's forward with ``theta`` swapped in."""
         return functional_call(self.module, self.params(theta), (actions, agent))
 
@@ -220,11 +226,13 @@ def _identified_basis(flat: FlatFit, actions: Tensor, gauge: bool, tolerance: fl
     return vectors[:, values > tolerance * top]
 
 
-def _hessian_columns(flat: FlatFit, actions: Tensor, directions: Tensor) -> Tensor:
-    """``H @ directions`` for the Hessian ``H`` of the total NLL at ``theta`` (forward-over-reverse, in chunks)."""
+def _hessian_columns(flat: FlatFit, actions: Tensor, directions: Tensor, prior: bool = False) -> Tensor:
+    """``H @ directions`` for the Hessian ``H`` of the total NLL at ``theta`` (forward-over-reverse, in chunks);
+    with ``prior``, of the NLL plus the mechanism's prior penalty (the negative log posterior)."""
 
     def nll(theta: Tensor) -> Tensor:
-        return -flat.call(theta, actions).sum()
+        total = -flat.call(theta, actions).sum()
+        return total + flat.call(theta, None) if prior else total
 
     def hvp(v: Tensor) -> Tensor:
         return jvp(grad_of(nll), (flat.theta,), (v,))[1]
@@ -281,6 +289,54 @@ def identified_information(
         hessian=values,
         meat=scores.T @ scores,
         n_gauge_directions=flat.theta.numel() - int(keep.numel()),
+        n_flat_directions=int((~keep).sum()),
+        smallest_eigenvalue=float(values.min() / top) if values.numel() else math.nan,
+    )
+    return flat, information
+
+
+def has_prior(result: FitResult) -> bool:
+    """Whether the fitted mechanism has a prior (``Mechanism.prior_penalty`` is not None)."""
+    return result.mechanism.prior_penalty() is not None
+
+
+def posterior_information(
+    result: FitResult, actions: Tensor, *, negative_tolerance: float = 1e-4
+) -> tuple[FlatFit, Information]:
+    """The Laplace approximation at a MAP fit: the Hessian of the NLL of ``actions`` plus the model's prior penalty.
+
+    A proper prior on every parameter (``"interaction"``, ``"additive_counts"``) makes this Hessian positive
+    definite: the prior pins the gauge and the unvisited contexts, so every direction is kept and its inverse is
+    the posterior covariance. The returned :class:`Information` is in the Hessian's eigenbasis (all ``P``
+    directions); its ``meat`` holds the NLL's per-episode scores, for the sandwich of the penalised estimator.
+
+    Raises:
+        StandardErrorsError: the model has no prior, or the Hessian is not positive definite (not at a maximum).
+    """
+    if not has_prior(result):
+        raise StandardErrorsError(
+            f"the fitted {type(result.mechanism).__name__} has no prior (prior_penalty is None): there is no "
+            "posterior; use posterior=False for the likelihood's standard errors"
+        )
+    flat = flat_fit(result)
+    n_params = flat.theta.numel()
+    hessian = _hessian_columns(flat, actions, torch.eye(n_params, dtype=torch.float64), prior=True)
+    values, vectors = torch.linalg.eigh((hessian + hessian.T) / 2)
+    top = float(values.abs().max())
+    if top <= 0 or float(values.min()) < -negative_tolerance * top:
+        raise StandardErrorsError(
+            f"the Hessian of the negative log posterior has a negative eigenvalue ({float(values.min()):.3g}, largest "
+            f"{top:.3g}): the fit is not at a maximum. Fit to convergence (optimizer='lbfgs', more epochs) or use "
+            "diml_inverse.bootstrap"
+        )
+    keep = values > 0
+    vectors, values = vectors[:, keep], values[keep]
+    scores = jacrev(lambda theta: flat.call(theta, actions), chunk_size=_CHUNK)(flat.theta) @ vectors  # [E, d]
+    information = Information(
+        basis=vectors,
+        hessian=values,
+        meat=scores.T @ scores,
+        n_gauge_directions=0,
         n_flat_directions=int((~keep).sum()),
         smallest_eigenvalue=float(values.min() / top) if values.numel() else math.nan,
     )

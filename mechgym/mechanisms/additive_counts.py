@@ -8,6 +8,9 @@ quartic latency) is representable exactly when it depends on one count, and appr
 The prior (:meth:`AdditiveCountMechanism.prior_penalty`) is a Gaussian random walk along each curve (step
 ``prior_step``) with a weak Gaussian prior on the levels (``prior_scale``): counts the data never visit are
 filled in from their neighbours, and the curves' common levels, which behaviour does not identify, are pinned.
+The *cross* curves (``b != a_i``: how the others' use of another action moves one's payoff) have both standard
+deviations times ``prior_cross``; below 1 it says "one's payoff mostly depends on how many share one's action",
+as in congestion, and shrinks the ``A * (A - 1)`` cross curves that such games leave unidentified.
 Payoffs are linear in the parameters: the fit is convex for logit-Q (see :mod:`mechgym.mechanisms.interaction`).
 """
 
@@ -32,6 +35,7 @@ class AdditiveCountMechanism(AnonymousMechanism):
         n_actions: Actions per agent ``A``.
         prior_step: Prior standard deviation of a curve's change from one count to the next (payoff units).
         prior_scale: Prior standard deviation of the main effects and of the curves' values.
+        prior_cross: Factor on both standard deviations for the cross curves (counted action != own action).
         seed: Unused (the parameters start at zero); accepted so that every model family takes a seed.
 
     Raises:
@@ -47,18 +51,25 @@ class AdditiveCountMechanism(AnonymousMechanism):
         n_actions: int = 10,
         prior_step: float = 0.1,
         prior_scale: float = 3.0,
+        prior_cross: float = 1.0,
         seed: int | None = 0,
     ) -> None:
         super().__init__(n_agents, n_actions)
         self.prior_step = check_positive(prior_step, "prior_step")
         self.prior_scale = check_positive(prior_scale, "prior_scale")
+        self.prior_cross = check_positive(prior_cross, "prior_cross")
         a, n = self.n_actions, self.n_agents
         self.check_parameter_memory(a + a * a * n)
         self.main = nn.Parameter(torch.zeros(a))
         self.curves = nn.Parameter(torch.zeros(a, a, n))  # [own action, counted action, count of the others]
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "prior_step": self.prior_step, "prior_scale": self.prior_scale}
+        return {
+            **super().config(),
+            "prior_step": self.prior_step,
+            "prior_scale": self.prior_scale,
+            "prior_cross": self.prior_cross,
+        }
 
     def payoff_from_counts(self, actions: Tensor, other_counts: Tensor) -> Tensor:
         index = other_counts.round().long().clamp_(0, self.n_agents - 1)  # [..., A]
@@ -83,7 +94,12 @@ class AdditiveCountMechanism(AnonymousMechanism):
         return totals[..., None, :] + (below - at_count).transpose(-1, -2)  # [..., A(o), A(a)]
 
     def prior_penalty(self) -> Tensor:
-        """``0.5 * (|diff(curves)|**2 / prior_step**2 + (|main|**2 + |curves|**2) / prior_scale**2)``."""
-        steps = self.curves.diff(dim=-1).square().sum() / self.prior_step**2
-        levels = (self.main.square().sum() + self.curves.square().sum()) / self.prior_scale**2
+        """``0.5 * (|w diff(curves)|**2 / prior_step**2 + (|main|**2 + |w curves|**2) / prior_scale**2)``.
+
+        ``w`` is 1 on the own curves (``curves[a, a]``) and ``1 / prior_cross`` on the cross curves.
+        """
+        own = torch.eye(self.n_actions, dtype=torch.bool, device=self.curves.device)[..., None]  # [A, A, 1]
+        weight = torch.where(own, 1.0, self.prior_cross**-2).to(self.curves.dtype)
+        steps = (self.curves.diff(dim=-1).square() * weight).sum() / self.prior_step**2
+        levels = (self.main.square().sum() + (self.curves.square() * weight).sum()) / self.prior_scale**2
         return 0.5 * (steps + levels)

@@ -12,8 +12,9 @@ import torch
 import diml_inverse
 import mechgym
 from diml_inverse.experiments.zoo import register_zoo, zoo_game
+from diml_inverse.full_batch import coordinate_search
 from diml_inverse.likelihood import log_likelihood
-from diml_inverse.models import auto_model_candidates
+from diml_inverse.models import PRIOR_SEARCH, PriorGrid, auto_model_candidates
 from mechgym.errors import ConfigurationError
 from mechgym.mechanisms import AdditiveCountMechanism, InteractionMechanism, TabularMechanism
 from mechgym.traces import TraceDataset
@@ -97,7 +98,9 @@ def test_auto_tries_both_anonymous_families_and_keeps_the_better_one() -> None:
     traces = mechgym.rollout(mechgym.make(env_id, **kwargs), n_episodes=10, n_rounds=20, seed=0)
     result = diml_inverse.fit(env_id, traces, epochs=2, batch_size=8, progress=False)
     models = [row["model"] for row in result.model_search]
-    assert models == [*["additive_counts"] * 5, "anonymous"]  # four steps at scale 3, then scale 30
+    assert models[-1] == "anonymous" and set(models[:-1]) == {"additive_counts"}
+    crosses = [row["prior_cross"] for row in result.model_search[:3]]
+    assert crosses == [1.0, 0.1, 0.01]  # the search starts with how much the cross curves are shrunk
     best = min(result.model_search, key=lambda row: row["valid_nll"])
     assert best["selected"] == 1 and result.model_name == best["model"]
     assert sum(row["selected"] for row in result.model_search) == 1
@@ -150,3 +153,35 @@ def test_default_recovers_el_farol_twice_as_well_as_before() -> None:
 def test_additive_count_model_is_buildable_by_name() -> None:
     model = diml_inverse.build_model("additive_counts", mechgym.make("mechgym/AnonymousGame-v0").mechanism)
     assert isinstance(model, AdditiveCountMechanism)
+
+
+def test_coordinate_search_moves_along_each_argument_and_extends_a_winning_edge() -> None:
+    """On a bowl with its minimum past the grid, the search reaches it by extension and never scores twice."""
+    grid = PriorGrid((("a", (1.0, 0.1, 10.0)), ("b", (3.0, 30.0))), sweeps=3, extend=2)
+    calls: list[tuple[float, float]] = []
+
+    def bowl(prior: dict[str, float]) -> float:
+        calls.append((prior["a"], prior["b"]))
+        return (torch.tensor(prior["a"]).log10() - 1.6).abs().item() + (
+            torch.tensor(prior["b"]).log10() - 3
+        ).abs().item()
+
+    best = coordinate_search(grid, bowl)
+    assert best == {"a": 100.0, "b": 3000.0}  # 10 -> 100 (better), 1000 worse; 30 -> 300 -> 3000
+    assert len(calls) == len(set(calls))
+    assert calls[:3] == [(1.0, 3.0), (0.1, 3.0), (10.0, 3.0)]
+
+
+def test_coordinate_search_keeps_the_start_on_ties_and_stops_when_nothing_moves() -> None:
+    grid = PriorGrid((("a", (1.0, 2.0)), ("b", (1.0, 2.0))), sweeps=5, extend=3)
+    calls: list[dict[str, float]] = []
+    assert coordinate_search(grid, lambda prior: calls.append(prior) or 0.0) == {"a": 1.0, "b": 1.0}
+    assert len(calls) == 3  # the start, a=2 and b=2: a flat objective moves nothing, so one pass
+
+
+def test_interaction_search_is_five_candidates_at_most() -> None:
+    """Small games keep their fit time: the interaction grid is one pass, no extension (3 decays, then 2 scales)."""
+    grid = PRIOR_SEARCH["interaction"]
+    calls: list[dict[str, float]] = []
+    coordinate_search(grid, lambda prior: calls.append(prior) or -prior["prior_decay"] - prior["prior_scale"])
+    assert len(calls) == 5 and (grid.sweeps, grid.extend) == (1, 0)
