@@ -53,7 +53,8 @@ def _sweep_options(args: argparse.Namespace) -> SweepOptions:
 def _add_calibration_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``calibration`` subcommand's options."""
     calibration = commands.add_parser(
-        "calibration", help="coverage of nominal 90 %% intervals (bootstrap, standard errors) on E1-E3 and zoo games"
+        "calibration",
+        help="coverage of nominal 90 %% intervals (bootstrap, standard errors, posterior) on E1-E3 and zoo games",
     )
     calibration.add_argument("--out", type=Path, required=True, help="output directory (OUT/calibration/...)")
     calibration.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (seed s: truth s)")
@@ -64,7 +65,11 @@ def _add_calibration_parser(commands: argparse._SubParsersAction[argparse.Argume
     calibration.add_argument(
         "--bootstrap-mle", action="store_true", help="bootstrap the tabular MLE (the standard errors' fit) instead"
     )
-    calibration.add_argument("--no-se", action="store_true", help="skip the standard errors")
+    calibration.add_argument("--no-se", action="store_true", help="skip the tabular MLE's standard errors")
+    calibration.add_argument(
+        "--no-posterior", action="store_true", help="skip the interaction fit's posterior intervals"
+    )
+    calibration.add_argument("--no-bootstrap", action="store_true", help="skip the bootstrap")
     calibration.add_argument("--resume", action="store_true", help="keep the results already under --out")
     calibration.add_argument("--smoke", action="store_true", help="tiny sizes: proves the pipeline only")
     calibration.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -284,6 +289,8 @@ def _calibration(args: argparse.Namespace) -> int:
         model=args.model,
         bootstrap_mle=args.bootstrap_mle,
         standard_errors=not args.no_se,
+        posterior=not args.no_posterior,
+        bootstrap=not args.no_bootstrap,
         smoke=args.smoke,
     )
     started = time.perf_counter()

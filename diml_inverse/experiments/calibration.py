@@ -7,7 +7,9 @@ interval are built from the training episodes alone:
 * **bootstrap**: :func:`diml_inverse.bootstrap` of the DIML fit (:attr:`CalibrationConfig.bootstrap_fit`), with
   ``n_replicates`` refits; every method of :func:`~diml_inverse.uncertainty.bootstrap_interval`;
 * **standard errors**: the tabular MLE fitted to convergence (:attr:`CalibrationConfig.se_fit`) and
-  :func:`diml_inverse.standard_errors` (observed information and sandwich), delta-method normal intervals.
+  :func:`diml_inverse.standard_errors` (observed information and sandwich), delta-method normal intervals;
+* **posterior**: the default fit's interaction family under its tuned prior (:attr:`CalibrationConfig.posterior_fit`)
+  and :func:`diml_inverse.standard_errors`' Laplace posterior (and the penalised estimate's sandwich).
 
 Both are scored on ``n_contexts`` joint actions of the *test* episodes: every identified difference
 ``u_i(a, a_-i) - u_i(a_i, a_-i)`` with ``a != a_i``. Columns of ``results.csv`` (one row per game, seed, method):
@@ -21,7 +23,7 @@ Both are scored on ``n_contexts`` joint actions of the *test* episodes: every id
   is shrunk toward zero, a bias that intervals centred on it inherit);
 * ``seconds``: wall time of the fits and intervals.
 
-Files (``OUT/calibration/``): ``seed<s>/<game>.bootstrap.csv`` and ``seed<s>/<game>.se.csv`` (written as each part
+Files (``OUT/calibration/``): ``seed<s>/<game>.bootstrap.csv``, ``.se.csv`` and ``.posterior.csv`` (written as each part
 finishes; ``resume`` keeps them), the merged ``results.csv`` and ``table.md``.
 """
 
@@ -63,6 +65,7 @@ __all__ = [
     "calibration_case",
     "calibration_config",
     "interval_scores",
+    "posterior_rows",
     "run_calibration",
     "run_calibration_game",
     "standard_error_rows",
@@ -81,6 +84,7 @@ CALIBRATION_GAMES: tuple[str, ...] = (
 )
 RESULTS_FILE, TABLE_FILE = "results.csv", "table.md"
 SE_METHODS: tuple[str, ...] = ("SE observed", "SE robust")
+POSTERIOR_METHODS: tuple[str, ...] = ("posterior (interaction)", "posterior sandwich")
 logger = logging.getLogger(__name__)
 
 
@@ -123,6 +127,13 @@ class CalibrationConfig:
     """The bootstrap rows' method prefix (``"bootstrap MLE"`` when the bootstrapped fit is :attr:`se_fit`)."""
     standard_errors: bool = True
     """Also score the standard errors (skipped when only a second bootstrap is wanted)."""
+    posterior_fit: FitConfig = dataclasses.field(default_factory=lambda: FitConfig(model="interaction", progress=False))
+    """The fit the posterior intervals describe: the default fit's interaction family (L-BFGS, prior tuned on the
+    held-out episodes)."""
+    posterior: bool = True
+    """Also score the posterior intervals."""
+    bootstrap: bool = True
+    """Also score the bootstrap (skipped when only the other intervals are wanted)."""
     smoke: bool = False
     """Tiny sizes: proves the pipeline only."""
 
@@ -135,6 +146,8 @@ def calibration_config(
     model: str | None = None,
     bootstrap_mle: bool = False,
     standard_errors: bool = True,
+    posterior: bool = True,
+    bootstrap: bool = True,
     smoke: bool = False,
 ) -> CalibrationConfig:
     """The study's configuration with the command line's choices.
@@ -144,12 +157,15 @@ def calibration_config(
     """
     for name in games or ():
         _check_game(name)
-    config = CalibrationConfig(games=tuple(games) if games else CALIBRATION_GAMES)
+    config = CalibrationConfig(
+        games=tuple(games) if games else CALIBRATION_GAMES, posterior=posterior, bootstrap=bootstrap
+    )
     fit_changes: dict[str, Any] = {}
     if smoke:
         config = dataclasses.replace(config, n_replicates=3, n_episodes=10, n_rounds=12, n_contexts=20, smoke=True)
         fit_changes["epochs"] = 2
         config = dataclasses.replace(config, se_fit=dataclasses.replace(config.se_fit, epochs=20))
+        config = dataclasses.replace(config, posterior_fit=dataclasses.replace(config.posterior_fit, epochs=5))
     if n_replicates is not None:
         config = dataclasses.replace(config, n_replicates=n_replicates)
     if epochs is not None:
@@ -273,15 +289,31 @@ def standard_error_rows(config: CalibrationConfig, case: CalibrationCase) -> lis
     name, run_seed = case.row["game"], case.row["seed"]
     started = time.perf_counter()
     tabular = fit(case.env_id, case.train, config=dataclasses.replace(config.se_fit, seed=derive_seed(run_seed, name)))
+    return _error_rows(config, case, tabular, SE_METHODS, started)
+
+
+def posterior_rows(config: CalibrationConfig, case: CalibrationCase) -> list[dict[str, Any]]:
+    """The interaction fit's Laplace posterior intervals (and its sandwich) on the case."""
+    name, run_seed = case.row["game"], case.row["seed"]
+    started = time.perf_counter()
+    seed = derive_seed(run_seed, f"calibration/{name}/posterior")
+    result = fit(case.env_id, case.train, config=dataclasses.replace(config.posterior_fit, seed=seed))
+    return _error_rows(config, case, result, POSTERIOR_METHODS, started)
+
+
+def _error_rows(
+    config: CalibrationConfig, case: CalibrationCase, result: Any, labels: Sequence[str], started: float
+) -> list[dict[str, Any]]:
+    """Score ``standard_errors(result)``'s normal intervals (observed, then robust) under ``labels``."""
     try:
-        errors = standard_errors(tabular, case.train)
+        errors = standard_errors(result, case.train)
     except StandardErrorsError as error:  # recorded, not fatal: the other games and seeds still run
-        logger.warning("%s seed %d: no standard errors: %s", name, run_seed, error)
+        logger.warning("%s seed %d: no standard errors: %s", case.row["game"], case.row["seed"], error)
         nan = {key: math.nan for key in interval_scores(case.truth, case.truth, case.truth, case.truth, case.scored)}
-        return [{**case.row, "method": label, **nan, "seconds": math.nan} for label in SE_METHODS]
+        return [{**case.row, "method": label, **nan, "seconds": math.nan} for label in labels]
     estimate = errors.payoff_differences(case.joint)[0]
     rows = []
-    for label, robust in zip(SE_METHODS, (False, True), strict=True):
+    for label, robust in zip(labels, (False, True), strict=True):
         low, high = errors.payoff_differences_interval(case.joint, config.level, robust=robust)
         scores = interval_scores(case.truth, estimate, low, high, case.scored)
         rows.append({**case.row, "method": label, **scores, "seconds": time.perf_counter() - started})
@@ -292,12 +324,13 @@ def run_calibration_game(config: CalibrationConfig, name: str, run_seed: int) ->
     """Record one game at one seed, build every interval from its training episodes, score them on its test ones."""
     check_level(config.level)
     case = calibration_case(config, name, run_seed)
-    rows = bootstrap_rows(config, case)
-    return rows + standard_error_rows(config, case) if config.standard_errors else rows
+    rows = bootstrap_rows(config, case) if config.bootstrap else []
+    rows += standard_error_rows(config, case) if config.standard_errors else []
+    return rows + posterior_rows(config, case) if config.posterior else rows
 
 
 def game_file(out: Path, seed: int, name: str, part: str) -> Path:
-    """``OUT/calibration/seed<s>/<game>.<part>.csv`` (``part``: ``"bootstrap"``, ``"se"``)."""
+    """``OUT/calibration/seed<s>/<game>.<part>.csv`` (``part``: ``"bootstrap"``, ``"se"``, ``"posterior"``)."""
     return Path(out) / "calibration" / f"seed{seed}" / f"{name}.{part}.csv"
 
 
@@ -327,7 +360,11 @@ def run_calibration(
             raise ConfigurationError(f"a run seed must be a non-negative integer; got {seed!r}")
         started = time.perf_counter()
         for name in tqdm(config.games, desc=f"calibration seed {seed}", disable=not progress, leave=False):
-            parts = {"bootstrap": bootstrap_rows, "se": standard_error_rows if config.standard_errors else None}
+            parts = {
+                "bootstrap": bootstrap_rows if config.bootstrap else None,
+                "se": standard_error_rows if config.standard_errors else None,
+                "posterior": posterior_rows if config.posterior else None,
+            }
             case = None
             for part, rows_of in parts.items():
                 path = game_file(Path(out), seed, name, part)

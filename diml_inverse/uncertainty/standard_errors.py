@@ -46,7 +46,9 @@ from diml_inverse.uncertainty.information import (
     FlatFit,
     Information,
     StandardErrorsError,
+    has_prior,
     identified_information,
+    posterior_information,
 )
 from mechgym.errors import ConfigurationError, suggest
 from mechgym.mechanisms import validate_joint_actions
@@ -100,6 +102,8 @@ class StandardErrors:
         n_gauge_directions: Directions no data could pin down (gauge, unvisited contexts, redundant parameters).
         n_flat_directions: Further directions dropped because the Hessian is flat along them in these data.
         smallest_eigenvalue: The smallest Hessian eigenvalue kept, relative to the largest (conditioning).
+        posterior: Whether these are posterior standard deviations (Laplace, under the model's prior) rather than the
+            likelihood's standard errors.
     """
 
     labels: tuple[str, ...]
@@ -113,10 +117,12 @@ class StandardErrors:
     smallest_eigenvalue: float
     flat: FlatFit
     information: Information
+    posterior: bool = False
 
     def __repr__(self) -> str:
+        kind = "posterior, " if self.posterior else ""
         return (
-            f"StandardErrors({len(self.labels)} parameters, {self.n_identified} identified directions, "
+            f"StandardErrors({kind}{len(self.labels)} parameters, {self.n_identified} identified directions, "
             f"{self.n_gauge_directions} gauge, {self.n_flat_directions} flat; {self.n_episodes} episodes)"
         )
 
@@ -212,9 +218,15 @@ class StandardErrors:
         Parameters not identified by the data (along the gauge, unvisited, redundant) show ``not identified``.
         """
         estimate, se, robust = self.delta_method(lambda theta: theta)
+        head = (
+            f"{self.n_episodes} episodes; {len(self.labels)} parameters; posterior standard deviations (Laplace, "
+            "under the model's prior); robust: the sandwich of the penalised estimate"
+            if self.posterior
+            else f"{self.n_episodes} episodes; {self.n_identified} identified directions of {len(self.labels)} "
+            f"parameters ({self.n_gauge_directions} gauge or unvisited, {self.n_flat_directions} flat)"
+        )
         lines = [
-            f"{self.n_episodes} episodes; {self.n_identified} identified directions of {len(self.labels)} "
-            f"parameters ({self.n_gauge_directions} gauge or unvisited, {self.n_flat_directions} flat)",
+            head,
             f"{'parameter':<24} {'estimate':>11} {'SE':>11} {'robust SE':>11} {'z':>8}",
         ]
         rows = range(len(self.labels)) if max_rows is None else range(min(max_rows, len(self.labels)))
@@ -260,6 +272,7 @@ def standard_errors(
     *,
     episodes: Episodes = "train",
     max_parameters: int = DEFAULT_MAX_PARAMETERS,
+    posterior: bool | None = None,
 ) -> StandardErrors:
     """Observed-information and sandwich standard errors of a fit (see the module docstring for the method).
 
@@ -267,6 +280,14 @@ def standard_errors(
     meaning of their own; use :func:`diml_inverse.bootstrap` there). The likelihood is the pure NLL of the fit's
     training episodes, without ``payoff_l2`` or ``weight_decay``: fit to convergence (``select="last"``, enough
     epochs) for errors that describe the maximum-likelihood estimate.
+
+    A model with a prior (``"interaction"``, ``"additive_counts"``: the default fit's families) is a MAP estimate,
+    shrunk toward its prior, so the likelihood's errors would describe the wrong estimator. Its errors are the
+    **posterior** standard deviations of the Laplace approximation instead: the inverse Hessian of the NLL plus the
+    prior penalty, which the prior makes positive definite (it pins the gauge and the unvisited contexts, so every
+    payoff difference gets a finite interval, wide where the data say little). The robust column is then the
+    sandwich of the penalised estimate (its sampling spread, without its shrinkage bias). The prior's strength is
+    the one the fit chose (``tune_prior``).
 
     >>> errors = standard_errors(diml_inverse.fit(env, traces, model="structured"), traces)  # doctest: +SKIP
     >>> print(errors.table())  # doctest: +SKIP
@@ -277,6 +298,8 @@ def standard_errors(
         episodes: ``"train"``: their first ``result.n_train_episodes`` episodes, which the fit trained on;
             ``"all"``: every episode given.
         max_parameters: Refuse larger models (the Hessian is ``P x P``).
+        posterior: ``None`` (default): posterior standard deviations when the model has a prior, the likelihood's
+            standard errors otherwise; ``False``: the likelihood's always; ``True``: require a prior.
 
     Returns:
         A :class:`StandardErrors`.
@@ -296,8 +319,14 @@ def standard_errors(
             "raise max_parameters"
         )
     check_memory(8.0 * 6 * n_params**2, f"standard errors of {n_params:,} parameters (float64 Hessians)", option=None)
-    gauge = result.learner.name in GAUGE_INVARIANT_RULES
-    flat, information = identified_information(result, actions, gauge=gauge)
+    if posterior not in (None, True, False):
+        raise ConfigurationError(f"posterior must be None, True or False; got {posterior!r}")
+    use_posterior = has_prior(result) if posterior is None else posterior
+    if use_posterior:
+        flat, information = posterior_information(result, actions)
+    else:
+        gauge = result.learner.name in GAUGE_INVARIANT_RULES
+        flat, information = identified_information(result, actions, gauge=gauge)
     basis = information.basis
     inverse = 1.0 / information.hessian
     covariance = (basis * inverse) @ basis.T
@@ -315,4 +344,5 @@ def standard_errors(
         smallest_eigenvalue=information.smallest_eigenvalue,
         flat=flat,
         information=information,
+        posterior=use_posterior,
     )

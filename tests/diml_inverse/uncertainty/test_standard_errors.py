@@ -125,3 +125,55 @@ def test_bad_input_is_refused_clearly() -> None:
         errors.parameter("tabel")
     with pytest.raises(ConfigurationError, match=r"level must be a number in \(0, 1\)"):
         errors.payoff_differences_interval(torch.tensor([[0, 0]]), level=90)
+
+
+class _GaussianTable(TabularMechanism):
+    """A payoff table under an i.i.d. Gaussian prior of standard deviation ``SIGMA``."""
+
+    def prior_penalty(self) -> torch.Tensor:
+        return 0.5 * self.table.square().sum() / SIGMA**2
+
+
+SIGMA = 0.7
+
+
+def _prior_fit(actions: torch.Tensor) -> FitResult:
+    result, _ = _logit_fit()
+    model = _GaussianTable(2, N_ACTIONS)
+    model.load_state_dict(result.mechanism.state_dict())
+    return FitResult(model, result.learner, config=FitConfig(model=model), n_train_episodes=30, model_name="custom")
+
+
+def test_a_model_with_a_prior_gets_the_laplace_posterior() -> None:
+    """Posterior covariance = (H_nll + I / sigma^2)^-1; a context the data never visit keeps its prior variance."""
+    _, actions = _logit_fit()
+    actions = actions.clone()
+    actions[:, :-1, 1] = torch.where(actions[:, :-1, 1] == 2, 0, actions[:, :-1, 1])  # agent 0 never sees a_1 = 2
+    result = _prior_fit(actions)
+    errors = standard_errors(result, actions)
+    assert errors.posterior and errors.n_gauge_directions == 0 and "posterior" in repr(errors)
+    # the same covariance from the dense Hessian of the negative log posterior
+    flat = errors.flat
+
+    def negative_log_posterior(theta: torch.Tensor) -> torch.Tensor:
+        return -flat.call(theta, actions).sum() + flat.call(theta, None)
+
+    dense = torch.autograd.functional.hessian(negative_log_posterior, flat.theta)
+    np.testing.assert_allclose(errors.covariance, torch.linalg.inv(dense).numpy(), rtol=1e-6, atol=1e-10)
+    _, se, robust = errors.payoff_differences(torch.tensor([[0, 2], [0, 1]]))
+    # u_0(a, 2) - u_0(0, 2): two independent prior entries, untouched by the likelihood
+    np.testing.assert_allclose(se[0, 0, 1:], np.sqrt(2) * SIGMA, rtol=1e-9)
+    np.testing.assert_allclose(robust[0, 0, 1:], 0.0, atol=1e-12)  # no data: the penalised estimate does not move
+    assert (se[1, 0, 1:] < np.sqrt(2) * SIGMA).all()  # a visited context: the data narrow it
+    assert np.isfinite(errors.parameter("table")[1]).all()  # every entry has a posterior
+    assert errors.table().startswith("30 episodes; 18 parameters; posterior")
+
+
+def test_posterior_option() -> None:
+    result, actions = _logit_fit()
+    with pytest.raises(StandardErrorsError, match="has no prior"):
+        standard_errors(result, actions, posterior=True)
+    with pytest.raises(ConfigurationError, match="posterior must be None, True or False"):
+        standard_errors(result, actions, posterior="yes")  # type: ignore[arg-type]
+    likelihood = standard_errors(_prior_fit(actions), actions, posterior=False)
+    assert not likelihood.posterior and likelihood.n_gauge_directions == 2 * N_ACTIONS
