@@ -10,6 +10,7 @@ from diml_inverse.experiments.calibration import (
     calibration_case,
     calibration_config,
     interval_scores,
+    posterior_rows,
     standard_error_rows,
 )
 from mechgym.errors import ConfigurationError
@@ -55,3 +56,16 @@ def test_standard_error_intervals_cover_at_a_fixed_seed() -> None:
     coverage = {row["method"]: row["coverage"] for row in rows}
     assert 0.8 <= coverage["SE observed"] <= 0.99
     assert 0.8 <= coverage["SE robust"] <= 0.99
+
+
+def test_the_default_fits_posterior_covers_and_is_informative_at_a_fixed_seed() -> None:
+    """The interaction fit's Laplace posterior on Coordination at seed 0: 90 % intervals cover 80-99 % of the
+    true differences at 200 held-out joint actions (0.944 measured) and are narrower than their RMS (0.77 measured;
+    the full study: docs/results.md, "The default fit's posterior")."""
+    config = calibration_config()
+    rows = posterior_rows(config, calibration_case(config, "Coordination", 0))
+    by_method = {row["method"]: row for row in rows}
+    posterior = by_method["posterior (interaction)"]
+    assert 0.8 <= posterior["coverage"] <= 0.99 and posterior["finite"] == 1.0
+    assert posterior["width_ratio"] < 1.0
+    assert by_method["posterior sandwich"]["median_width"] < posterior["median_width"]  # no room for the bias
