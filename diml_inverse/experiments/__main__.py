@@ -259,7 +259,9 @@ def _zoo(args: argparse.Namespace) -> int:
     if args.episodes is not None:
         from diml_inverse.experiments.zoo.data_needs import run_data_needs
 
-        paths = run_data_needs(config, args.seeds, args.episodes, args.out)
+        paths = run_data_needs(
+            config, args.seeds, args.episodes, args.out, progress=not args.quiet, sweep=_sweep_options(args)
+        )
         print(paths["markdown"].read_text())
         print("wrote " + ", ".join(str(p) for p in paths.values()))
         return 0

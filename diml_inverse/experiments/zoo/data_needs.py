@@ -11,7 +11,6 @@ every ``E`` and scores every fit on the same test episodes. ``data_needs.csv`` h
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,18 +19,14 @@ import numpy as np
 
 from diml_inverse.experiments.runner import write_rows
 from diml_inverse.experiments.zoo.catalog import ZOO_GAMES, register_zoo, zoo_game
-from diml_inverse.experiments.zoo.scoring import score_fit
-from diml_inverse.fit import fit
-from diml_inverse.metrics import derive_seed
 from mechgym.errors import ConfigurationError
-from mechgym.registration import make
-from mechgym.rollout import rollout
 from mechgym.validation import check_int
 
 if TYPE_CHECKING:
     from diml_inverse.experiments.zoo.runner import ZooConfig
+    from diml_inverse.sweep import SweepOptions
 
-__all__ = ["DATA_NEEDS_COLUMNS", "build_data_needs_report", "data_needs_exponents", "run_data_needs"]
+__all__ = ["DATA_NEEDS_COLUMNS", "build_data_needs_report", "data_needs_exponents", "data_needs_row", "run_data_needs"]
 
 DATA_NEEDS_FILE, DATA_NEEDS_FIGURE = "data_needs.csv", "data_needs.png"
 #: Columns of ``data_needs.csv``.
@@ -47,55 +42,65 @@ def _test_episodes(kind: str) -> int:
 
 def run_data_needs_game(config: ZooConfig, name: str, run_seed: int, episodes: Sequence[int]) -> list[dict[str, Any]]:
     """The rows of one game at one run seed: one fit per training size in ``episodes``."""
+    return [data_needs_row(config, name, run_seed, n_train, max(episodes)) for n_train in sorted(episodes)]
+
+
+def data_needs_row(config: ZooConfig, name: str, run_seed: int, n_train: int, n_largest: int) -> dict[str, Any]:
+    """One fit of the study: the first ``n_train`` of ``n_largest`` recorded training episodes, scored on the test
+    episodes recorded after them (the same for every size: the recording depends on ``n_largest`` only)."""
+    from diml_inverse.experiments.zoo.runner import fit_and_score, record_zoo_game
+
     register_zoo()
     game = zoo_game(name)
     n_test = _test_episodes(game.kind)
     n_rounds = 8 if config.smoke else game.n_rounds
     prefix = f"zoo/{name}/data_needs"
-    env = make(game.env_id, n_rounds=n_rounds, mechanism_seed=run_seed)
-    traces = rollout(env, game.learner, max(episodes) + n_test, n_rounds, seed=derive_seed(run_seed, f"{prefix}/data"))
-    test = traces.episodes(slice(max(episodes), max(episodes) + n_test))
-    truth = env.mechanism
-    evaluation_seed = derive_seed(run_seed, f"{prefix}/evaluation")
-    rows = []
-    for n_train in sorted(episodes):
-        started = time.perf_counter()
-        train = traces.episodes(slice(0, n_train))
-        result = fit(game.env_id, train, config=config.training, seed=derive_seed(run_seed, f"{prefix}/fit/{n_train}"))
-        seconds = time.perf_counter() - started
-        rows.append(
-            {
-                "game": name,
-                "kind": game.kind,
-                "seed": run_seed,
-                "n_train_episodes": n_train,
-                **score_fit(truth, result, test, game.learner, config.diff_samples, evaluation_seed),
-                "fit_seconds": seconds,
-                "model": result.model_name,
-            }
-        )
-    return rows
+    truth, traces = record_zoo_game(game, run_seed, n_largest + n_test, n_rounds, prefix)
+    test = traces.episodes(slice(n_largest, n_largest + n_test))
+    train = traces.episodes(slice(0, n_train))
+    row, _ = fit_and_score(config, game, run_seed, truth, train, test, prefix, f"fit/{n_train}")
+    return {**row, "n_train_episodes": n_train}
 
 
 def run_data_needs(
-    config: ZooConfig, seeds: Sequence[int], episodes: Sequence[int], out: str | Path
+    config: ZooConfig,
+    seeds: Sequence[int],
+    episodes: Sequence[int],
+    out: str | Path,
+    *,
+    progress: bool = True,
+    sweep: SweepOptions | None = None,
 ) -> dict[str, Path]:
-    """Run the data-needs study for every game of ``config`` and seed; write the CSV, the table and the figure.
+    """Run the data-needs study for every game of ``config``, seed and size; write the CSV, the table and the figure.
 
-    Each (seed, game) is written to ``OUT/zoo/data_needs/seed<s>/<game>.csv`` as it finishes.
+    Each (seed, game, size) is one task of a sweep (:func:`diml_inverse.sweep.run_tasks`, on the engine ``sweep``
+    names; the results do not depend on it), written to ``OUT/zoo/data_needs/seed<s>/<game>.E<size>.csv`` as it
+    finishes; ``sweep.resume`` skips the finished ones.
 
     Raises:
         ConfigurationError: no seeds or sizes, a size below 2 (a fit needs a validation episode), or a bad seed.
+        SweepError: some fits failed (the others' files are written; the message has every traceback).
     """
+    from diml_inverse.sweep import SWEEP_DIRECTORY, SweepOptions, Task
+
     if not seeds or not episodes:
         raise ConfigurationError("the data-needs study needs at least one seed and one number of episodes")
     sizes = sorted({check_int(e, "a number of training episodes", low=2) for e in episodes})
-    root = Path(out) / "zoo" / "data_needs"
     for seed in seeds:
         check_int(seed, "a run seed", low=0)
-        for name in config.games:
-            rows = run_data_needs_game(config, name, seed, sizes)
-            write_rows(root / f"seed{seed}" / f"{name}.csv", rows)
+    root = Path(out) / "zoo" / "data_needs"
+    keys = [(seed, name, size) for seed in seeds for name in config.games for size in sizes]
+    tasks = [
+        Task(f"seed{seed}/{name}/E{size}", data_needs_row, (config, name, seed, size, sizes[-1]))
+        for seed, name, size in keys
+    ]
+
+    def write(index: int, outcome: Any) -> None:
+        if outcome.ok:
+            seed, name, size = keys[index]
+            write_rows(root / f"seed{seed}" / f"{name}.E{size}.csv", [outcome.result])
+
+    (sweep or SweepOptions()).run(tasks, root / SWEEP_DIRECTORY, write, "data-needs fits", progress)
     return build_data_needs_report(out)
 
 
@@ -172,7 +177,8 @@ def _plot(rows: Sequence[Mapping[str, Any]], exponents: Mapping[str, tuple[float
     axis.set_yscale("log")
     axis.set_xlabel("training episodes")
     axis.set_ylabel("diff_mse / zero baseline")
-    axis.set_title("How much data an audit needs (default fit; mean over seeds)", fontsize=10)
+    models = ", ".join(sorted({str(row.get("model", "")) for row in rows} - {""})) or "unknown"
+    axis.set_title(f"How much data an audit needs (models fitted: {models}; mean over seeds)", fontsize=10)
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=7, ncol=2)
     figure.tight_layout()

@@ -37,10 +37,13 @@ from diml_inverse.experiments.zoo.catalog import ZOO_GAMES, ZooGame, register_zo
 from diml_inverse.experiments.zoo.scoring import score_fit
 from diml_inverse.fit import fit
 from diml_inverse.metrics import derive_seed, uniform_nll
+from diml_inverse.result import FitResult
 from diml_inverse.sweep import SWEEP_DIRECTORY, SweepOptions, Task, TaskOutcome
 from mechgym.errors import ConfigurationError
+from mechgym.mechanisms import Mechanism
 from mechgym.registration import make
 from mechgym.rollout import rollout
+from mechgym.traces import TraceDataset
 
 __all__ = ["RESULT_COLUMNS", "TABLE_COLUMNS", "ZooConfig", "build_zoo_report", "run_zoo", "run_zoo_game", "zoo_config"]
 
@@ -125,6 +128,15 @@ def zoo_config(
     return dataclasses.replace(config, games=tuple(games)) if games else config
 
 
+def record_zoo_game(
+    game: ZooGame, run_seed: int, n_episodes: int, n_rounds: int, prefix: str
+) -> tuple[Mechanism, TraceDataset]:
+    """The truth of ``run_seed`` and ``n_episodes`` recorded with the game's learner (data seed from ``prefix``)."""
+    env = make(game.env_id, n_rounds=n_rounds, mechanism_seed=run_seed)
+    traces = rollout(env, game.learner, n_episodes, n_rounds, seed=derive_seed(run_seed, f"{prefix}/data"))
+    return env.mechanism, traces
+
+
 def run_zoo_game(config: ZooConfig, name: str, run_seed: int) -> dict[str, Any]:
     """Record, fit and score one zoo game (or one of the paper's) at one run seed; its row of ``results.csv``."""
     from diml_inverse.experiments.zoo.paper import PAPER_GAMES, run_paper_game
@@ -136,29 +148,41 @@ def run_zoo_game(config: ZooConfig, name: str, run_seed: int) -> dict[str, Any]:
     prefix = f"zoo/{name}"
     n_episodes, n_rounds = config.sizes(game)
     started = time.perf_counter()
-    env = make(game.env_id, n_rounds=n_rounds, mechanism_seed=run_seed)
-    traces = rollout(env, game.learner, n_episodes, n_rounds, seed=derive_seed(run_seed, f"{prefix}/data"))
+    truth, traces = record_zoo_game(game, run_seed, n_episodes, n_rounds, prefix)
     record_seconds = time.perf_counter() - started
     train, test = traces.split(config.train_fraction)
-    truth = env.mechanism
-    evaluation_seed = derive_seed(run_seed, f"{prefix}/evaluation")
-    fit_started = time.perf_counter()
-    result = fit(game.env_id, train, config=config.training, seed=derive_seed(run_seed, f"{prefix}/fit"))
-    fit_seconds = time.perf_counter() - fit_started
+    row, result = fit_and_score(config, game, run_seed, truth, train, test, prefix, "fit")
     return {
-        "game": name,
-        "kind": game.kind,
-        "seed": run_seed,
+        **row,
         "n_agents": game.n_agents,
         "n_actions": game.n_actions,
         "scale": game.scale,
-        **score_fit(truth, result, test, game.learner, config.diff_samples, evaluation_seed),
         "uniform_nll": uniform_nll(game.n_actions),
         "epoch": result.selected_epoch,
         "record_seconds": record_seconds,
-        "fit_seconds": fit_seconds,
-        "model": result.model_name,
     }
+
+
+def fit_and_score(
+    config: ZooConfig,
+    game: ZooGame,
+    run_seed: int,
+    truth: Mechanism,
+    train: TraceDataset,
+    test: TraceDataset,
+    prefix: str,
+    fit_key: str,
+) -> tuple[dict[str, Any], FitResult]:
+    """Fit ``train`` with the zoo's options (seed from ``prefix/fit_key``) and score it on ``test``: the row's
+    ``game``, ``kind``, ``seed``, :func:`~diml_inverse.experiments.zoo.scoring.score_fit`'s columns,
+    ``fit_seconds`` and ``model``; and the fit."""
+    started = time.perf_counter()
+    result = fit(game.env_id, train, config=config.training, seed=derive_seed(run_seed, f"{prefix}/{fit_key}"))
+    seconds = time.perf_counter() - started
+    evaluation_seed = derive_seed(run_seed, f"{prefix}/evaluation")
+    scores = score_fit(truth, result, test, game.learner, config.diff_samples, evaluation_seed)
+    row = {"game": game.name, "kind": game.kind, "seed": run_seed, **scores}
+    return {**row, "fit_seconds": seconds, "model": result.model_name}, result
 
 
 def game_file(out: Path, seed: int, name: str) -> Path:
