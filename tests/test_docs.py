@@ -120,9 +120,11 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ): ("the default fit on E1-E3: 9 fits, minutes (test_zoo.py runs E1 with --smoke)"),
     (
         "docs/results.md",
-        "python -m diml_inverse.experiments zoo --games RandomNormalForm Polymatrix ThresholdParticipation  "
-        "--episodes 24 48 96 192 384 --seeds 0 --out runs/data_needs --threads 1",
-    ): "the data-needs curves: 15 fits of up to 384 episodes, an hour (test_zoo.py runs --episodes with --smoke)",
+        "python -m diml_inverse.experiments zoo --episodes 24 48 96 192 384 960 --seeds 0 --out runs/data_needs  "
+        "--threads 1 --engine ray --workers 2 --games RandomNormalForm RandomNormalFormWeak RandomNormalFormStrong  "
+        "Polymatrix Coordination AntiCoordination ShapleyCostSharing PluralityVoting ThresholdParticipation",
+    ): "the data-needs curves: 120 fits of up to 960 episodes, about 25 minutes on Ray with 2 workers (test_zoo.py "
+    "runs --episodes with --smoke)",
     (
         "docs/results.md",
         "python -m diml_inverse.experiments calibration --seeds 0 1 2 --out runs/calibration --threads 1",
