@@ -120,10 +120,10 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ): ("the default fit on E1-E3: 9 fits, minutes (test_zoo.py runs E1 with --smoke)"),
     (
         "docs/results.md",
-        "python -m diml_inverse.experiments zoo --episodes 24 48 96 192 384 960 --seeds 0 --out runs/data_needs  "
+        "python -m diml_inverse.experiments zoo --episodes 24 48 96 192 384 960 --seeds 0 1 2 --out runs/data_needs  "
         "--threads 1 --engine ray --workers 2 --games RandomNormalForm RandomNormalFormWeak RandomNormalFormStrong  "
         "Polymatrix Coordination AntiCoordination ShapleyCostSharing PluralityVoting ThresholdParticipation",
-    ): "the data-needs curves: 120 fits of up to 960 episodes, about 25 minutes on Ray with 2 workers (test_zoo.py "
+    ): "the data-needs curves: 324 fits of up to 960 episodes, about 30 minutes on Ray with 2 workers (test_zoo.py "
     "runs --episodes with --smoke)",
     (
         "docs/results.md",
