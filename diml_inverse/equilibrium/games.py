@@ -176,7 +176,27 @@ def _check_profile(observed: Any, n_players: int, what: str, low: float) -> Tens
     return tensor
 
 
-class CournotGame(EquilibriumGame):
+class _LinearDemandOligopoly(EquilibriumGame):
+    """What Cournot and Bertrand share: linear demand in ``intercept`` and ``slope``, a unit ``cost``, and an
+    observed profile ``[..., n_firms]`` of non-negative actions (:attr:`observed_name`)."""
+
+    parameter_names: ClassVar[tuple[str, ...]] = ("intercept", "slope", "cost")
+    default_bounds: ClassVar[Mapping[str, tuple[float, float]]] = {
+        "intercept": (0.0, 200.0),
+        "slope": (-20.0, -1e-3),
+        "cost": (0.0, 100.0),
+    }
+    observed_name: ClassVar[str] = "actions"
+    n_firms: int
+
+    def check_observed(self, observed: Any) -> Tensor:
+        return _check_profile(observed, self.n_firms, self.observed_name, 0.0)
+
+    def observed_batch_shape(self, observed: Any) -> torch.Size:
+        return observed.shape[:-1]
+
+
+class CournotGame(_LinearDemandOligopoly):
     """Cournot oligopoly: inverse demand ``P(Q) = intercept + slope * Q`` (``slope < 0``), unit cost ``cost``.
 
     Firm ``i`` earns ``(P(q_i + Q_-i) - cost) q_i``; the symmetric equilibrium is
@@ -190,12 +210,7 @@ class CournotGame(EquilibriumGame):
         min_quantity: Smallest quantity a deviation may choose (Goktas et al. project on ``q >= 0.01``).
     """
 
-    parameter_names: ClassVar[tuple[str, ...]] = ("intercept", "slope", "cost")
-    default_bounds: ClassVar[Mapping[str, tuple[float, float]]] = {
-        "intercept": (0.0, 200.0),
-        "slope": (-20.0, -1e-3),
-        "cost": (0.0, 100.0),
-    }
+    observed_name: ClassVar[str] = "quantities"
 
     def __init__(
         self,
@@ -208,12 +223,6 @@ class CournotGame(EquilibriumGame):
         super().__init__(intercept=intercept, slope=slope, cost=cost)
         self.n_firms = n_firms
         self.min_quantity = float(min_quantity)
-
-    def check_observed(self, observed: Any) -> Tensor:
-        return _check_profile(observed, self.n_firms, "quantities", 0.0)
-
-    def observed_batch_shape(self, observed: Any) -> torch.Size:
-        return observed.shape[:-1]
 
     def profits(self, params: Mapping[str, Tensor], quantities: Tensor) -> Tensor:
         """Every firm's profit ``[*batch, n_firms]``."""
@@ -244,7 +253,7 @@ class CournotGame(EquilibriumGame):
         return q[..., None].expand(*q.shape, self.n_firms)
 
 
-class BertrandGame(EquilibriumGame):
+class BertrandGame(_LinearDemandOligopoly):
     """Bertrand oligopoly: demand ``D(p) = max(intercept + slope * p, 0)``, unit cost ``cost``.
 
     Firm ``i`` earns ``(p_i - cost) D(p_i) s_i`` with share ``s_i`` 1 when it is the cheapest, ``1/k`` when
@@ -261,12 +270,7 @@ class BertrandGame(EquilibriumGame):
         undercut: How far below the cheapest rival an undercutting deviation prices, relative to that price.
     """
 
-    parameter_names: ClassVar[tuple[str, ...]] = ("intercept", "slope", "cost")
-    default_bounds: ClassVar[Mapping[str, tuple[float, float]]] = {
-        "intercept": (0.0, 200.0),
-        "slope": (-20.0, -1e-3),
-        "cost": (0.0, 100.0),
-    }
+    observed_name: ClassVar[str] = "prices"
 
     def __init__(
         self,
@@ -279,12 +283,6 @@ class BertrandGame(EquilibriumGame):
         super().__init__(intercept=intercept, slope=slope, cost=cost)
         self.n_firms = n_firms
         self.undercut = float(undercut)
-
-    def check_observed(self, observed: Any) -> Tensor:
-        return _check_profile(observed, self.n_firms, "prices", 0.0)
-
-    def observed_batch_shape(self, observed: Any) -> torch.Size:
-        return observed.shape[:-1]
 
     def _deviation_profit(self, params: Mapping[str, Tensor], observed: Tensor, prices: Tensor) -> Tensor:
         """Profit ``[*batch, n_firms]`` of firm ``i`` charging ``prices[..., i]`` while the others keep theirs."""
