@@ -15,7 +15,6 @@ with the run's derived seeds). Every method sees the training episodes and is sc
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,11 +25,10 @@ import torch
 
 from diml_inverse.equilibrium.traces import EquilibriumMethod, default_last_rounds, fit_equilibrium
 from diml_inverse.experiments.configs import experiment_config
-from diml_inverse.experiments.runner import record_data, run_seeds
+from diml_inverse.experiments.runner import record_data, run_seeds, write_table
 from diml_inverse.fit import fit
 from diml_inverse.metrics import diff_mse, rescaled_diff_mse, zero_baseline_diff_mse
 from mechgym.errors import ConfigurationError
-from mechgym.files import atomic_write
 from mechgym.mechanisms import Mechanism
 
 __all__ = ["EQUILIBRIUM_METHODS", "ComparisonMethod", "format_comparison_table", "run_comparison"]
@@ -133,11 +131,7 @@ def run_comparison(
                     }
                 )
     if out is not None:
-        folder = Path(out) / "equilibrium"
-        folder.mkdir(parents=True, exist_ok=True)
-        table = format_comparison_table(rows) + "\n"
-        atomic_write(folder / "table.md", lambda f: f.write(table.encode()))
-        atomic_write(folder / "table.json", lambda f: f.write(json.dumps(rows, indent=2).encode()))
+        write_table(Path(out) / "equilibrium", format_comparison_table(rows), rows)
     return rows
 
 

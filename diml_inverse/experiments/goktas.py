@@ -20,7 +20,6 @@ valuations are not (an equilibrium reveals only each buyer's best goods per doll
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,8 +31,8 @@ from torch import Tensor
 
 from diml_inverse.equilibrium import BertrandGame, CournotGame, FisherMarket, inverse_nash
 from diml_inverse.equilibrium.games import GAME_DTYPE, EquilibriumGame
+from diml_inverse.experiments.runner import write_table
 from mechgym.errors import ConfigurationError, suggest
-from mechgym.files import atomic_write
 
 __all__ = ["GOKTAS_ROWS", "GoktasRow", "format_goktas_table", "run_goktas", "run_goktas_row"]
 
@@ -386,9 +385,5 @@ def run_goktas(
         selected = [GoktasRow(**{**asdict(r), "iterations": iterations}) for r in selected]
     measured = [run_goktas_row(row, seed) for row in selected]
     if out is not None:
-        folder = Path(out) / "goktas"
-        folder.mkdir(parents=True, exist_ok=True)
-        table = format_goktas_table(measured) + "\n"
-        atomic_write(folder / "table.md", lambda f: f.write(table.encode()))
-        atomic_write(folder / "table.json", lambda f: f.write(json.dumps(measured, indent=2).encode()))
+        write_table(Path(out) / "goktas", format_goktas_table(measured), measured)
     return measured

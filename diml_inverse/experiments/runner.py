@@ -28,6 +28,7 @@ from diml_inverse.metrics import Evaluator, derive_seed
 from diml_inverse.sweep import SWEEP_DIRECTORY, SweepOptions, Task, TaskOutcome
 from mechgym.devices import DeviceLike, resolve_device
 from mechgym.errors import ConfigurationError
+from mechgym.files import atomic_write
 from mechgym.learners import LogitQ
 from mechgym.mechanisms import Mechanism
 from mechgym.registration import make
@@ -295,6 +296,13 @@ def write_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def write_table(folder: Path, markdown: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``folder/table.md`` (``markdown`` and a newline) and ``folder/table.json`` (``rows``), each written whole."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "table.md", lambda f: f.write((markdown + "\n").encode()))
+    atomic_write(folder / "table.json", lambda f: f.write(json.dumps(list(rows), indent=2).encode()))
 
 
 def game_directory(out: Path, name: str, seed: int, label: str) -> Path:
