@@ -315,6 +315,18 @@ class BertrandGame(_LinearDemandOligopoly):
         profitable = (candidate - c) * (a + b * candidate).clamp_min(0.0) > 0
         return torch.where(profitable, candidate, cheapest * (1 + self.undercut) + 1.0)  # else price above them
 
+    def initial_value(self, name: str, observed: Any, batch: torch.Size) -> Tensor:
+        """An unknown cost starts at the cheapest observed price (Bertrand's equilibrium condition ``p* = c``).
+
+        Where demand at that price is positive it is the one cost that rationalises the observation; where it
+        is zero every cost from the choke price ``intercept / -slope`` up does, and this start keeps the one
+        under which the price stays an equilibrium when demand shifts out. Other parameters start as the base
+        class's guess.
+        """
+        if name == "cost" and self.parameters["cost"] is None:
+            return observed.min(-1).values.expand(batch).clone()
+        return super().initial_value(name, observed, batch)
+
     def initial_deviation(self, observed: Tensor) -> Tensor:
         return observed.clone()
 

@@ -189,7 +189,8 @@ def inverse_nash(
             which settles subgradient oscillations such as Bertrand's V-shaped exploitability).
         bounds: Projection box ``(low, high)`` of each estimated parameter (default: the game's
             ``default_bounds``).
-        init: Starting value of estimated parameters (default: the known value, else the middle of the bounds).
+        init: Starting value of estimated parameters (default: the game's guess, ``game.initial_value``: the
+            known value, Bertrand's cost the cheapest observed price, else the middle of the bounds).
         inner_steps: Ascent steps of the deviation per outer step (``"exploit-gd"``).
         tol: Stop once every market's exploitability is at most ``tol`` (0: run every iteration); also the
             threshold of :attr:`InverseResult.converged_at`.
@@ -222,18 +223,32 @@ def inverse_nash(
     solver = _Solver(game, observed, method, theta, box, inner_steps, lr, deviation_lr)
     solver.add_schedule(schedule, iterations)
     converged_at = torch.full(batch, -1, dtype=torch.long)
-    records, record_steps = [], []
+    records: list[Tensor] = []
+    record_steps: list[int] = []
+    params_records: dict[str, list[Tensor]] = {name: [] for name in names}
+
+    def record(step: int, exploitability: Tensor) -> None:
+        records.append(exploitability.detach().clone())
+        record_steps.append(step)
+        for name, value in game.canonical_parameters({n: v.detach() for n, v in theta.items()}).items():
+            params_records[name].append(value.clone())
+
     step = 0
-    for step in tqdm(range(1, iterations + 1), desc="inverse_nash", disable=not progress, leave=False):
-        solver.step()
+    if game.has_best_response:  # exact exploitability at the start (without one, the deviation has not moved yet)
         exploitability = _exploitability(game, game.full_parameters(theta), observed, solver.deviation.detach())
-        converged_at[(converged_at < 0) & (exploitability <= tol)] = step
-        done = tol > 0 and bool((converged_at >= 0).all())
-        if step % record_every == 0 or step == iterations or done:
-            records.append(exploitability.detach().clone())
-            record_steps.append(step)
-        if done:
-            break
+        converged_at[exploitability <= tol] = 0
+    if tol > 0 and bool((converged_at >= 0).all()):  # the start already makes the observation an equilibrium
+        record(0, exploitability)
+    else:
+        for step in tqdm(range(1, iterations + 1), desc="inverse_nash", disable=not progress, leave=False):
+            solver.step()
+            exploitability = _exploitability(game, game.full_parameters(theta), observed, solver.deviation.detach())
+            converged_at[(converged_at < 0) & (exploitability <= tol)] = step
+            done = tol > 0 and bool((converged_at >= 0).all())
+            if step % record_every == 0 or step == iterations or done:
+                record(step, exploitability)
+            if done:
+                break
     estimated = game.canonical_parameters({name: value.detach() for name, value in theta.items()})
     final_params = {n: v.detach() for n, v in game.full_parameters(estimated).items()}
     is_finite = isinstance(game, FiniteGame)
@@ -252,4 +267,5 @@ def inverse_nash(
         mechanism=game.fitted_mechanism(estimated) if isinstance(game, FiniteGame) else None,
         options={"lr": lr, "deviation_lr": deviation_lr, "schedule": schedule, "bounds": box, "tol": tol}
         | {"event_dims": event_dims},
+        params_trace={name: torch.stack(values) for name, values in params_records.items()},
     )

@@ -40,10 +40,12 @@ class InverseResult:
         method: The algorithm, as run (``"auto"`` resolved).
         iterations: Iterations run.
         converged_at: First iteration at which each market's exploitability was at most ``tol`` ``[*batch]``
-            (``-1``: never; ``None`` for QRE fits).
+            (``0``: at the start, for games with an exact best response; ``-1``: never; ``None`` for QRE fits).
         seconds: Wall-clock seconds.
         mechanism: A finite game's fitted mechanism (float32), for :mod:`diml_inverse.metrics`; else ``None``.
         options: The options of the run (JSON-serialisable).
+        params_trace: The estimates at each iteration of :attr:`trace_iterations`, by name, ``[R, *batch, *event]``
+            (inverse Nash only; empty for QRE fits), for :meth:`recovered_at_a_check`.
     """
 
     params: dict[str, Tensor]
@@ -58,6 +60,7 @@ class InverseResult:
     seconds: float = math.nan
     mechanism: Mechanism | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    params_trace: dict[str, Tensor] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         names = ", ".join(f"{n}{list(v.shape)}" for n, v in self.params.items())
@@ -93,3 +96,30 @@ class InverseResult:
         for error in errors[1:]:
             result = result & (error <= rtol)
         return result
+
+    def recovered_at_a_check(self, truth: Mapping[str, Tensor | float], rtol: float = 0.1) -> Tensor:
+        """Whether the estimates were within ``rtol`` of ``truth`` at *any* recorded iteration (:attr:`params_trace`).
+
+        This is Goktas et al.'s count: their notebooks check each market's relative error every 10 iterations
+        and stop it at the first check within the tolerance, so a market whose estimate passes through the
+        tolerance band counts as recovered even if the descent would have carried it out again. It needs the
+        truth to stop, so it measures a solver, not an estimator; :meth:`recovered` is the final-iterate count.
+
+        Returns:
+            A boolean tensor ``[*batch]``.
+
+        Raises:
+            ConfigurationError: for a name that was not estimated or has no trace.
+        """
+        hit: Tensor | None = None
+        for name, value in truth.items():
+            if name not in self.params_trace:
+                raise ConfigurationError(f"{name!r} has no trace; traced: {', '.join(self.params_trace) or 'none'}")
+            trace = self.params_trace[name]
+            target = torch.as_tensor(value, dtype=torch.float64).expand(trace.shape[1:])
+            event_dims = int(self.options.get("event_dims", {}).get(name, 0))
+            within = relative_error(trace, target.expand(trace.shape), event_dims) <= rtol  # [R, *batch]
+            hit = within if hit is None else hit & within
+        if hit is None:
+            raise ConfigurationError("truth names no parameter")
+        return hit.any(0)

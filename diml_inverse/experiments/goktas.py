@@ -2,19 +2,32 @@
 
 Every row draws a batch of markets, computes their equilibrium (noise-free, as in their notebooks), hides
 parameters and recovers them with :func:`~diml_inverse.equilibrium.inverse_nash`, all markets in one tensor
-program. A market is recovered when every hidden parameter is within relative error 0.1 (their criterion;
-Fisher valuations are compared normalised to sum to one per buyer, the scale behaviour cannot reveal).
+program. A market is recovered when every hidden parameter is within relative error ``rtol`` of the truth at
+the last iteration (``recovered``; 0.1, theirs for Cournot and Bertrand; Fisher valuations are compared
+normalised to sum to one per buyer, the scale behaviour cannot reveal). ``recovered_their_rule`` counts as
+their notebooks do: a market is stopped at the first check, every 10 iterations, where it is within ``rtol``
+of the truth, so passing through the band counts (:meth:`InverseResult.recovered_at_a_check`).
 
-Draws: Cournot and Bertrand ``c ~ U[2, 20]``, ``b ~ U[-10, -0.01]``, ``a ~ U[10, 100]``, either *correlated*
-(one uniform per market for all three, as their code's shared random key makes them) or *independent*.
-Fisher: 3 buyers x 2 goods, unit supplies, valuations ``U[0.1, 1]``, budgets ``U[1, 10]``, 10 markets.
-The Bertrand and Fisher ranges are not in their description; these are ours.
+Their settings, read from their notebooks (github.com/Sadie-Zhao/EFFICIENT-INVERSE-MULTIAGENT-LEARNING-ICLR24,
+commit 84bb838, no licence: read, not copied): ``(Cournot)_Inverse_Game_Theory.ipynb`` and
+``(Bertrand)_Inverse_Game_Theory.ipynb`` draw Cournot *and* Bertrand markets alike, ``c ~ U[2, 20]``,
+``b ~ U[-10, -0.01]``, ``a ~ U[10, 100]`` from one random key per market, so that the three are one uniform
+``u`` apart from scale (the *correlated* draws here); 500 markets, one market at a time. Every market starts
+from one guess, ``jax.random.uniform(PRNGKey(42))`` scaled to ``[2, 10]``: ``c = 5.414`` (and, jointly,
+``b = -5.737``, ``a = 48.41``). Cournot cost: GDA, Adam 1e-2 / 5e-3, 10,000 iterations, ``c in [2, 100]``,
+``q >= 0.01``: 0.952. Bertrand cost: max-oracle GD, Adam 0.3, 250 iterations, ``c in [1, 100]``, the best
+response by the monopoly price (found by 10,000 Adam steps) or undercutting the rival by 0.01: 0.78. Fisher
+(the Linear, CD and Leontief notebooks are byte-identical and all run linear utilities): 3 buyers x 2 goods,
+unit supplies, valuations ``U[0, 10]`` normalised per buyer, budgets ``U[0, 10]``, 10 markets, exploitability
+GD, Adam 1e-2, 5,000 iterations, budgets in ``[1e-4, 100]``, recovered when the Euclidean norm of the budgets'
+relative errors is below 0.01: 1.0; budgets and valuations jointly: 0.0.
 
 Identification, per market (the ``identified`` column): Cournot's cost is identified when the observed
 quantity is positive (``a > c``; with ``q* = 0`` every cost above ``a`` rationalises it); Cournot's cost, slope
 and intercept jointly are not (one equation ``q* = (a - c) / (-3 b)`` for three unknowns). Bertrand's cost is
-identified when demand at the price is positive (``a + b c > 0``; else no deviation earns anything at any
-cost). Fisher budgets always are (``b_i = p . x_i``); Cobb-Douglas valuations are too (spending shares); linear
+identified when demand at the price is positive (``a + b c > 0``); else every cost from the choke price
+``a / -b`` up rationalises it (half of their correlated draws: ``a + b c > 0`` exactly when ``u > 0.5``).
+Fisher budgets always are (``b_i = p . x_i``); Cobb-Douglas valuations are too (spending shares); linear
 valuations are not (an equilibrium reveals only each buyer's best goods per dollar, an inequality).
 """
 
@@ -48,10 +61,10 @@ class GoktasRow:
     unknown: tuple[str, ...]
     """The hidden parameters."""
     draws: str
-    """``"correlated"`` (their generator), ``"independent"`` or ``"positive-demand"`` (Bertrand: ``a ~ U[50, 100]``,
-    ``b ~ U[-2, -0.01]``, so that demand at cost is positive in every market)."""
+    """``"correlated"`` (their generator: one uniform per market for cost, slope and intercept) or
+    ``"independent"``; Fisher rows draw their ranges independently."""
     settings: str
-    """``"theirs"`` (their solver, learning rates and iterations) or ``"ours"``."""
+    """``"theirs"`` (their solver, learning rates, iterations, projections and starting guess) or ``"ours"``."""
     method: str
     """The :func:`inverse_nash` method."""
     iterations: int
@@ -65,72 +78,96 @@ class GoktasRow:
     schedule: str = "constant"
     """Learning-rate schedule."""
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """Projections (their Cournot: ``c in [2, 100]``)."""
+    """Projections (their Cournot: ``c in [2, 100]``; their Bertrand: ``c in [1, 100]``)."""
     init: dict[str, float] = field(default_factory=dict)
-    """One starting guess for every market (as theirs)."""
+    """One starting guess for every market (theirs: ``c = 5.414``); empty: the game's own guess per market
+    (:meth:`EquilibriumGame.initial_value`; Bertrand's cost: the observed price)."""
+    rtol: float = 0.1
+    """Relative error within which a parameter counts as recovered (theirs: 0.1; Fisher 0.01)."""
     theirs: float | None = None
     """Their recovery rate for this row (None: they report none)."""
 
 
-_COST_BOUNDS = {"cost": (2.0, 100.0)}  # their projection
-_COST_INIT = {"cost": 11.0}  # one guess for every market (the middle of the cost draws)
+_THEIR_GUESS = 5.414  # jax.random.uniform(PRNGKey(42)) on [2, 10]: the cost every market of theirs starts from
+_COURNOT_BOUNDS = {"cost": (2.0, 100.0)}  # their Cournot projection
+_BERTRAND_BOUNDS = {"cost": (1.0, 100.0)}  # their Bertrand projection
+_COST_INIT = {"cost": _THEIR_GUESS}
 _JOINT = ("cost", "slope", "intercept")
-_JOINT_INIT = {"cost": 11.0, "slope": -5.0, "intercept": 55.0}
+_JOINT_INIT = {"cost": _THEIR_GUESS, "slope": -5.737, "intercept": 48.41}  # the same uniform on their ranges
 _JOINT_BOUNDS = {"cost": (2.0, 100.0), "slope": (-10.0, -0.01), "intercept": (10.0, 100.0)}
 
+
+def _cournot(draws: str, settings: str) -> GoktasRow:
+    if settings == "theirs":
+        return GoktasRow(
+            "Cournot cost",
+            "cournot",
+            ("cost",),
+            draws,
+            settings,
+            "gda",
+            10_000,
+            1e-2,
+            bounds=_COURNOT_BOUNDS,
+            init=_COST_INIT,
+            theirs=0.952 if draws == "correlated" else None,
+        )
+    return GoktasRow(
+        "Cournot cost",
+        "cournot",
+        ("cost",),
+        draws,
+        settings,
+        "max-oracle",
+        300,
+        0.5,
+        schedule="cosine",
+        bounds=_COURNOT_BOUNDS,
+        init=_COST_INIT,
+        theirs=0.952 if draws == "correlated" else None,
+    )
+
+
+def _bertrand(draws: str, settings: str, init: dict[str, float]) -> GoktasRow:
+    schedule = "constant" if settings == "theirs" else "cosine"
+    return GoktasRow(
+        "Bertrand cost",
+        "bertrand",
+        ("cost",),
+        draws,
+        settings,
+        "max-oracle",
+        250,
+        0.3,
+        schedule=schedule,
+        bounds=_BERTRAND_BOUNDS,
+        init=init,
+        theirs=0.78 if draws == "correlated" else None,
+    )
+
+
+def _fisher_row(name: str, game: str, unknown: tuple[str, ...], iterations: int, theirs: float) -> GoktasRow:
+    return GoktasRow(
+        name,
+        game,
+        unknown,
+        "independent",
+        "ours",
+        "max-oracle",
+        iterations,
+        0.05,
+        n_markets=10,
+        init={"budgets": 5.0},
+        rtol=0.01,
+        theirs=theirs,
+    )
+
+
 GOKTAS_ROWS: tuple[GoktasRow, ...] = (
-    GoktasRow(
-        "Cournot cost",
-        "cournot",
-        ("cost",),
-        "correlated",
-        "theirs",
-        "gda",
-        10_000,
-        1e-2,
-        bounds=_COST_BOUNDS,
-        init=_COST_INIT,
-        theirs=0.952,
-    ),
-    GoktasRow(
-        "Cournot cost",
-        "cournot",
-        ("cost",),
-        "independent",
-        "theirs",
-        "gda",
-        10_000,
-        1e-2,
-        bounds=_COST_BOUNDS,
-        init=_COST_INIT,
-    ),
-    GoktasRow(
-        "Cournot cost",
-        "cournot",
-        ("cost",),
-        "correlated",
-        "ours",
-        "max-oracle",
-        300,
-        0.5,
-        schedule="cosine",
-        bounds=_COST_BOUNDS,
-        init=_COST_INIT,
-        theirs=0.952,
-    ),
-    GoktasRow(
-        "Cournot cost",
-        "cournot",
-        ("cost",),
-        "independent",
-        "ours",
-        "max-oracle",
-        300,
-        0.5,
-        schedule="cosine",
-        bounds=_COST_BOUNDS,
-        init=_COST_INIT,
-    ),
+    _cournot("correlated", "theirs"),
+    _cournot("independent", "theirs"),
+    _cournot("correlated", "ours"),
+    _cournot("independent", "ours"),
     GoktasRow(
         "Cournot cost+slope+intercept",
         "cournot",
@@ -144,108 +181,15 @@ GOKTAS_ROWS: tuple[GoktasRow, ...] = (
         bounds=_JOINT_BOUNDS,
         init=_JOINT_INIT,
     ),
-    GoktasRow(
-        "Bertrand cost",
-        "bertrand",
-        ("cost",),
-        "correlated",
-        "theirs",
-        "max-oracle",
-        250,
-        0.3,
-        init=_COST_INIT,
-        theirs=0.78,
-    ),
-    GoktasRow(
-        "Bertrand cost",
-        "bertrand",
-        ("cost",),
-        "correlated",
-        "ours",
-        "max-oracle",
-        250,
-        0.3,
-        schedule="cosine",
-        init=_COST_INIT,
-        theirs=0.78,
-    ),
-    GoktasRow(
-        "Bertrand cost",
-        "bertrand",
-        ("cost",),
-        "independent",
-        "ours",
-        "max-oracle",
-        250,
-        0.3,
-        schedule="cosine",
-        init=_COST_INIT,
-    ),
-    GoktasRow(
-        "Bertrand cost",
-        "bertrand",
-        ("cost",),
-        "positive-demand",
-        "ours",
-        "max-oracle",
-        250,
-        0.3,
-        schedule="cosine",
-        init=_COST_INIT,
-        theirs=0.78,
-    ),
-    GoktasRow(
-        "Fisher linear budgets",
-        "fisher-linear",
-        ("budgets",),
-        "independent",
-        "ours",
-        "max-oracle",
-        1000,
-        0.05,
-        n_markets=10,
-        init={"budgets": 5.0},
-        theirs=1.0,
-    ),
-    GoktasRow(
-        "Fisher linear budgets+valuations",
-        "fisher-linear",
-        ("budgets", "valuations"),
-        "independent",
-        "ours",
-        "max-oracle",
-        2000,
-        0.05,
-        n_markets=10,
-        init={"budgets": 5.0},
-        theirs=0.0,
-    ),
-    GoktasRow(
-        "Fisher Cobb-Douglas budgets",
-        "fisher-cobb-douglas",
-        ("budgets",),
-        "independent",
-        "ours",
-        "max-oracle",
-        1000,
-        0.05,
-        n_markets=10,
-        init={"budgets": 5.0},
-        theirs=1.0,
-    ),
-    GoktasRow(
-        "Fisher Cobb-Douglas budgets+valuations",
-        "fisher-cobb-douglas",
-        ("budgets", "valuations"),
-        "independent",
-        "ours",
-        "max-oracle",
-        2000,
-        0.05,
-        n_markets=10,
-        init={"budgets": 5.0},
-        theirs=0.0,
-    ),
+    _bertrand("correlated", "theirs", _COST_INIT),
+    _bertrand("correlated", "ours", _COST_INIT),
+    _bertrand("independent", "ours", _COST_INIT),
+    _bertrand("correlated", "ours", {}),  # the game's guess: the observed price
+    _bertrand("independent", "ours", {}),
+    _fisher_row("Fisher linear budgets", "fisher-linear", ("budgets",), 1000, 1.0),
+    _fisher_row("Fisher linear budgets+valuations", "fisher-linear", ("budgets", "valuations"), 2000, 0.0),
+    _fisher_row("Fisher Cobb-Douglas budgets", "fisher-cobb-douglas", ("budgets",), 1000, 1.0),
+    _fisher_row("Fisher Cobb-Douglas budgets+valuations", "fisher-cobb-douglas", ("budgets", "valuations"), 2000, 0.0),
 )
 
 
@@ -255,11 +199,11 @@ def _uniform(generator: torch.Generator, shape: tuple[int, ...], low: float, hig
 
 def _oligopoly(row: GoktasRow, generator: torch.Generator) -> tuple[EquilibriumGame, Any, dict[str, Tensor], Tensor]:
     n = row.n_markets
-    if row.draws == "correlated":
+    if row.draws == "correlated":  # their one random key per market: one uniform for all three
         u = torch.rand(n, generator=generator, dtype=GAME_DTYPE)
         cost, slope, intercept = 2 + 18 * u, -10 + 9.99 * u, 10 + 90 * u
-    else:  # independent; positive-demand: a >= 50 > 2 * 20 >= -b c, so that demand at cost is positive
-        ranges = ((2, 20), (-10, -0.01), (10, 100)) if row.draws == "independent" else ((2, 20), (-2, -0.01), (50, 100))
+    else:
+        ranges = ((2, 20), (-10, -0.01), (10, 100))
         cost, slope, intercept = (_uniform(generator, (n,), lo, hi) for lo, hi in ranges)
     truth = {"cost": cost, "slope": slope, "intercept": intercept}
     known = {name: None if name in row.unknown else value for name, value in truth.items()}
@@ -276,8 +220,9 @@ def _oligopoly(row: GoktasRow, generator: torch.Generator) -> tuple[EquilibriumG
 def _fisher(row: GoktasRow, generator: torch.Generator) -> tuple[EquilibriumGame, Any, dict[str, Tensor], Tensor]:
     n, buyers, goods = row.n_markets, 3, 2
     utility = "linear" if row.game == "fisher-linear" else "cobb-douglas"
-    valuations = _uniform(generator, (n, buyers, goods), 0.1, 1.0)
-    budgets = _uniform(generator, (n, buyers), 1.0, 10.0)
+    valuations = _uniform(generator, (n, buyers, goods), 0.0, 10.0)  # theirs: U[0, 10], normalised per buyer
+    valuations = valuations / valuations.sum(-1, keepdim=True)
+    budgets = _uniform(generator, (n, buyers), 0.0, 10.0)
     truth = {"valuations": valuations, "budgets": budgets, "supplies": torch.ones(n, goods, dtype=GAME_DTYPE)}
     game = FisherMarket(
         None if "valuations" in row.unknown else valuations,
@@ -304,7 +249,8 @@ def run_goktas_row(row: GoktasRow, seed: int = 0) -> dict[str, Any]:
     """Draw the row's markets at ``seed``, invert them, and measure.
 
     Returns:
-        The row's settings with ``recovered`` (share of markets), ``identified`` (share identified),
+        The row's settings with ``recovered`` (share of markets at the last iteration), ``recovered_their_rule``
+        (share within ``rtol`` at any check every 10 iterations, their count), ``identified`` (share identified),
         ``recovered_identified`` (share of those recovered), per-parameter recovery shares, ``iterations``
         (run), ``median_iterations_to_tol`` (first iteration with exploitability below 1e-8, among those
         that got there) and ``seconds`` (the inversion's wall time).
@@ -324,16 +270,17 @@ def run_goktas_row(row: GoktasRow, seed: int = 0) -> dict[str, Any]:
         bounds=row.bounds or None,
         init=row.init or None,
         tol=1e-8,
-        record_every=row.iterations,
+        record_every=10,  # their notebooks check every 10 iterations
     )
     seconds = time.perf_counter() - started
-    recovered = result.recovered(truth)
+    recovered = result.recovered(truth, row.rtol)
     reached = result.converged_at[result.converged_at >= 0] if result.converged_at is not None else torch.empty(0)
     return {
         **asdict(row),
         "seed": seed,
         "recovered": float(recovered.double().mean()),
-        "per_parameter": {n: float(result.recovered({n: v}).double().mean()) for n, v in truth.items()},
+        "recovered_their_rule": float(result.recovered_at_a_check(truth, row.rtol).double().mean()),
+        "per_parameter": {n: float(result.recovered({n: v}, row.rtol).double().mean()) for n, v in truth.items()},
         "identified": float(identified.double().mean()),
         "recovered_identified": float(recovered[identified].double().mean()) if bool(identified.any()) else None,
         "iterations_run": result.iterations,
@@ -349,16 +296,18 @@ def format_goktas_table(rows: Sequence[dict[str, Any]]) -> str:
         return "—" if value is None else f"{value:.3f}"
 
     lines = [
-        "| row | draws | settings | method | iterations | wall s | recovered | per parameter | identified "
-        "| recovered of identified | theirs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| row | draws | settings | start | method | iterations | wall s | recovered | their count | per parameter "
+        "| identified | recovered of identified | theirs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         per = ", ".join(f"{n} {v:.2f}" for n, v in r["per_parameter"].items())
+        start = ", ".join(f"{n} {v:g}" for n, v in r["init"].items()) or "the game's guess"
         lines.append(
-            f"| {r['name']} ({r['n_markets']} markets) | {r['draws']} | {r['settings']} | {r['method']}, "
+            f"| {r['name']} ({r['n_markets']} markets) | {r['draws']} | {r['settings']} | {start} | {r['method']}, "
             f"lr {r['lr']:g} {r['schedule']} | {r['iterations_run']} | {r['seconds']:.2f} | {share(r['recovered'])} "
-            f"| {per} | {share(r['identified'])} | {share(r['recovered_identified'])} | {share(r['theirs'])} |"
+            f"| {share(r['recovered_their_rule'])} | {per} | {share(r['identified'])} "
+            f"| {share(r['recovered_identified'])} | {share(r['theirs'])} |"
         )
     return "\n".join(lines)
 

@@ -59,12 +59,50 @@ def test_cournot_first_order_solvers_recover_the_cost(
     assert float(result.recovered({"cost": cost}).double().mean()) >= 0.95
 
 
-def test_bertrand_cost_at_their_rate_or_better() -> None:
+def test_bertrand_cost_recovered_in_every_identified_market_from_one_start() -> None:
     cost, slope, intercept = _draws(300, 5, ((2, 20), (-2, -0.01), (50, 100)))  # demand at cost > 0: identified
     game = BertrandGame(intercept, slope)
     observed = game.equilibrium({"intercept": intercept, "slope": slope, "cost": cost})
-    result = inverse_nash(game, observed, iterations=250, lr=0.3, schedule="cosine", init={"cost": 11.0})
-    assert float(result.recovered({"cost": cost}).double().mean()) >= 0.78  # Goktas et al.: 0.78
+    result = inverse_nash(game, observed, iterations=250, lr=0.3, schedule="cosine", init={"cost": 5.414})
+    assert float(result.recovered({"cost": cost}).double().mean()) >= 0.99  # Goktas et al.: 0.78 on all draws
+
+
+def _bertrand_row(settings: str, draws: str, common_start: bool) -> dict[str, object]:
+    row = next(
+        r
+        for r in GOKTAS_ROWS
+        if r.game == "bertrand" and r.settings == settings and r.draws == draws and bool(r.init) == common_start
+    )
+    return run_goktas_row(row, seed=0)
+
+
+def test_bertrand_their_settings_reproduce_their_rate_on_their_draws() -> None:
+    theirs = _bertrand_row("theirs", "correlated", common_start=True)  # 500 markets, c = 5.414, Adam 0.3, 250 steps
+    assert theirs["identified"] == 0.5  # a + b c > 0 exactly when their shared uniform exceeds 1/2
+    assert theirs["recovered_identified"] == 1.0
+    assert abs(theirs["recovered_their_rule"] - 0.78) <= 0.03  # their notebook: 0.78 of 500 markets
+    assert theirs["recovered"] <= theirs["recovered_their_rule"]  # their count stops a market on the truth
+
+
+@pytest.mark.parametrize("draws", ["correlated", "independent"])
+def test_bertrand_ours_at_their_rate_or_better(draws: str) -> None:
+    common = _bertrand_row("ours", draws, common_start=True)
+    assert common["recovered_identified"] >= 0.99  # their start: every identified market but at most 1 %
+    guess = _bertrand_row("ours", draws, common_start=False)  # the game's guess: the observed price
+    assert guess["recovered"] == 1.0 and guess["iterations_run"] == 0  # >= their 0.78 of all draws
+    assert guess["recovered_identified"] == 1.0
+
+
+def test_the_parameter_trace_and_their_count() -> None:
+    cost, slope, intercept = _draws(40, 9, ((2, 20), (-2, -0.5), (50, 100)))
+    game = CournotGame(intercept, slope)
+    observed = game.equilibrium({"intercept": intercept, "slope": slope, "cost": cost})
+    result = inverse_nash(game, observed, iterations=60, lr=0.5, init={"cost": 11.0}, record_every=10)
+    assert result.params_trace["cost"].shape == (len(result.trace_iterations), 40)
+    assert torch.equal(result.params_trace["cost"][-1], result.params["cost"])
+    assert bool((result.recovered_at_a_check({"cost": cost}) >= result.recovered({"cost": cost})).all())
+    with pytest.raises(ConfigurationError, match="no trace"):
+        result.recovered_at_a_check({"slope": slope})
 
 
 @pytest.mark.parametrize("utility", ["linear", "cobb-douglas"])
