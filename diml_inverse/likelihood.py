@@ -180,7 +180,10 @@ def trace_terms(
         if isinstance(q0, Tensor) and q0.dim() >= 2:
             q0 = q0[..., agents, :]
     played = actions[:, :-1] if agents is None else actions[:, :-1, agents]
-    payoffs = mechanism.counterfactual_payoffs(actions[:, :-1], agents)  # [E, T-1, K, A]: u(1..T-1), Eq. (1)
+    # u(1..T-1), Eq. (1), [E, T-1, K, A], and the realised payoffs M(a(t))_i, [E, T-1, K]
+    payoffs, realised = mechanism.counterfactual_and_realised_payoffs(actions[:, :-1], agents)
     next_actions = actions[:, 1:] if agents is None else actions[:, 1:, agents]
-    unroll = Unroll(payoffs, next_actions, played, q0=q0, alpha=alpha, epsilon=epsilon, chunk_size=chunk_size)
+    unroll = Unroll(
+        payoffs, next_actions, played, q0=q0, alpha=alpha, epsilon=epsilon, chunk_size=chunk_size, realised=realised
+    )
     return trace_log_probs(learner, unroll), unroll.realised_payoffs()

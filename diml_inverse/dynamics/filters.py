@@ -18,7 +18,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mechgym.constants import constant_tensors
 from mechgym.errors import ConfigurationError
+from mechgym.learners import explore_log_policy
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -26,8 +28,10 @@ __all__ = [
     "as_scalar",
     "check_payoffs",
     "counterfactual_scores",
+    "decay_matrices",
     "initial_state",
     "linear_filter",
+    "logit_filter_log_probs",
     "resolve_chunk_size",
     "time_major_filter",
 ]
@@ -122,27 +126,122 @@ def linear_filter(inputs: Tensor, keep: Tensor, gain: Tensor, initial: Tensor, c
     return states.reshape(n_rounds, n_episodes, n_channels).transpose(0, 1)
 
 
-def time_major_filter(inputs: Tensor, keep: Tensor, gain: Tensor, initial: Tensor, chunk_size: int) -> Tensor:
-    """:func:`linear_filter` on time-major ``inputs [T, M]`` and ``initial [M]``: states ``[T, M]``."""
+def time_major_filter(
+    inputs: Tensor, keep: Tensor | float, gain: Tensor | float, initial: Tensor | None, chunk_size: int
+) -> Tensor:
+    """:func:`linear_filter` on time-major ``inputs [T, M]`` and ``initial [M]``: states ``[T, M]``.
+
+    ``keep`` and ``gain`` may be Python floats (then the decay matrices are built once per value, chunk, dtype
+    and device, :func:`decay_matrices`) or 0-dim tensors (differentiable); ``initial=None`` is a zero state.
+    """
     n_rounds, n_channels = inputs.shape
     chunk = min(max(chunk_size, 2), n_rounds)
-    steps = torch.arange(chunk, device=inputs.device, dtype=inputs.dtype)
-    lags = steps[:, None] - steps[None, :]
-    # decay[j, s] = gain keep^(j - s) for s <= j; torch.pow keeps 0^0 = 1, so keep = 0 (alpha = 1) works
-    decay = torch.where(lags >= 0, gain * torch.pow(keep, lags.clamp(min=0)), torch.zeros_like(lags))
-    initial_decay = torch.pow(keep, steps + 1)[:, None]  # [C, 1]: keep^(j + 1)
+    decay, initial_decay = decay_matrices(keep, gain, chunk, inputs)
     if n_rounds <= chunk:
-        return decay @ inputs + initial_decay * initial
+        filtered = decay @ inputs
+        return filtered if initial is None else filtered + initial_decay * initial
 
     n_chunks = -(-n_rounds // chunk)
     padded = torch.nn.functional.pad(inputs, (0, 0, 0, n_chunks * chunk - n_rounds))  # zeros after the end
-    blocks = padded.reshape(n_chunks, chunk, n_channels).transpose(0, 1).reshape(chunk, n_chunks * n_channels)
+    blocks = padded.reshape(n_chunks, chunk, n_channels).transpose(0, 1).reshape(chunk, n_channels * n_chunks)
     local = (decay @ blocks).reshape(chunk, n_chunks, n_channels)  # each chunk filtered from a zero state
     # state before chunk k: x_k = keep^C x_{k-1} + local_end_{k-1}, x_0 = initial
-    carried = time_major_filter(local[-1, :-1], torch.pow(keep, chunk), torch.ones_like(gain), initial, chunk)
-    before = torch.cat([initial[None], carried])  # [n_chunks, M]
+    keep_chunk = keep**chunk if isinstance(keep, float) else torch.pow(keep, chunk)
+    carried = time_major_filter(local[-1, :-1], keep_chunk, 1.0, initial, chunk)
+    # [n_chunks, M]: the state before each chunk (a zero state first when there is no initial one)
+    before = torch.nn.functional.pad(carried, (0, 0, 1, 0)) if initial is None else torch.cat([initial[None], carried])
     states = local + initial_decay[:, :, None] * before
     return states.transpose(0, 1).reshape(n_chunks * chunk, n_channels)[:n_rounds]
+
+
+def decay_matrices(keep: Tensor | float, gain: Tensor | float, chunk: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """The filter's ``[C, C]`` matrix ``gain keep^(j - s)`` (``s <= j``) and ``[C, 1]`` column ``keep^(j + 1)``.
+
+    With float ``keep`` and ``gain`` (a learner's own constants) both are built once per value, chunk, dtype and
+    device and shared, read-only, by every later call (a training step otherwise spends a dozen small
+    operations on them); with tensors (learned parameters) they are built on every call, in the graph.
+    """
+    if isinstance(keep, float) and isinstance(gain, float):
+        return _constant_decay_matrices(keep, gain, chunk, like.dtype, like.device)
+    keep_t = torch.as_tensor(keep, dtype=like.dtype, device=like.device)
+    gain_t = torch.as_tensor(gain, dtype=like.dtype, device=like.device)
+    return _build_decay_matrices(keep_t, gain_t, chunk)
+
+
+def _build_decay_matrices(keep: Tensor, gain: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
+    steps = torch.arange(chunk, device=keep.device, dtype=keep.dtype)
+    lags = steps[:, None] - steps[None, :]
+    # decay[j, s] = gain keep^(j - s) for s <= j; torch.pow keeps 0^0 = 1, so keep = 0 (alpha = 1) works
+    decay = torch.where(lags >= 0, gain * torch.pow(keep, lags.clamp(min=0)), torch.zeros_like(lags))
+    return decay, torch.pow(keep, steps + 1)[:, None]  # [C, C], [C, 1]: keep^(j + 1)
+
+
+@constant_tensors(maxsize=64)
+def _constant_decay_matrices(
+    keep: float, gain: float, chunk: int, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    like = torch.empty((), dtype=dtype, device=device)
+    return _build_decay_matrices(torch.full_like(like, keep), torch.full_like(like, gain), chunk)
+
+
+def logit_filter_log_probs(
+    payoffs: Tensor,
+    keep: Tensor | float,
+    gain: Tensor | float,
+    q0: Tensor | float,
+    beta: Tensor | float,
+    epsilon: Tensor | float,
+    next_actions: Tensor,
+    chunk_size: int | None,
+) -> Tensor:
+    """Log-probabilities ``[E, T', N]`` of the next actions under a logit policy over linearly filtered scores.
+
+    The scores are ``Q = linear_filter(u, keep, gain, q0)`` (:func:`linear_filter`; logit-Q: ``keep = 1 - alpha``,
+    ``gain = alpha``, Eq. 2), the policy ``(1 - eps) softmax(beta Q) + eps / A`` (Eq. 3), read at
+    ``next_actions``. The values are those of :func:`counterfactual_scores`, then
+    :func:`~mechgym.learners.logit_log_policy` and the gather, to float rounding, computed in fewer and cheaper
+    operations:
+
+    * in round-major layout ``[T', A, E N]``: one copy of the payoffs, then one matrix product over all channels
+      and no transpose after it; the log-softmax runs over the action axis, which is not the innermost one
+      (torch's CPU reductions over a short innermost axis are several times slower);
+    * ``beta`` folded into the filter (it is linear): ``beta Q`` is the filter with gain ``beta gain`` from
+      ``beta q0``, and a zero ``q0`` adds nothing;
+    * the exploration (:func:`~mechgym.learners.explore_log_policy`, element by element) applied to the played
+      actions' log-softmax only, ``A`` times fewer entries.
+
+    Args:
+        payoffs: Counterfactual payoffs ``u(1..T')``, ``[E, T', N, A]``.
+        keep: The filter's decay, a float or a 0-dim tensor (differentiable).
+        gain: Its input weight, a float or a 0-dim tensor (differentiable).
+        q0: Initial scores ``Q(1)``, a scalar or broadcastable to ``[E, N, A]`` (differentiable).
+        beta: The logit policy's inverse temperature.
+        epsilon: Its uniform exploration, a float or a one-element tensor (differentiable).
+        next_actions: Actions of rounds ``2..T``, ``[E, T', N]``.
+        chunk_size: Rounds per chunk of the filter (:func:`resolve_chunk_size`).
+
+    Returns:
+        ``[E, T', N]`` (a transposed view of a round-major tensor).
+
+    Raises:
+        ConfigurationError: ``payoffs`` is not 4-D, ``q0`` does not broadcast, or a bad ``chunk_size``.
+    """
+    check_payoffs(payoffs)
+    n_episodes, n_updates, n_agents, n_actions = payoffs.shape
+    chunk = resolve_chunk_size(chunk_size, n_updates)
+    n_channels = n_actions * n_episodes * n_agents
+    initial = None
+    if isinstance(q0, Tensor) or q0 != 0.0:
+        state = initial_state(q0, n_episodes, n_agents, n_actions, payoffs)  # [E, N, A]
+        initial = (beta * state).permute(2, 0, 1).reshape(n_channels)
+    if n_updates == 0:
+        return payoffs.new_zeros(n_episodes, 0, n_agents)
+    time_major = payoffs.permute(1, 3, 0, 2).reshape(n_updates, n_channels)  # [T', A E N]
+    logits = time_major_filter(time_major, keep, gain * beta, initial, chunk)
+    log_softmax = torch.log_softmax(logits.view(n_updates, n_actions, n_episodes * n_agents), dim=1)
+    played = next_actions.long().permute(1, 0, 2).reshape(n_updates, 1, n_episodes * n_agents)
+    picked = log_softmax.gather(1, played).view(n_updates, n_episodes, n_agents)
+    return explore_log_policy(picked, epsilon, n_actions).transpose(0, 1)
 
 
 def counterfactual_scores(

@@ -69,6 +69,9 @@ class Unroll:
     """Exploration overriding the learner's, or ``None``."""
     chunk_size: int | None = None
     """Rounds per chunk of the rule's filter, or ``None`` for its default (rules that need no chunks ignore it)."""
+    realised: Tensor | None = None
+    """The realised payoffs ``[E, T', N]`` (``payoffs`` read at ``own_actions``) where the caller has them
+    already (:meth:`~mechgym.mechanisms.Mechanism.counterfactual_and_realised_payoffs`), or ``None``."""
 
     def value(self, name: OverrideName, own: Tensor | float) -> Tensor | float:
         """The override ``name`` if one was given, else ``own`` (the learner's value, e.g. ``learner.alpha``)."""
@@ -106,8 +109,10 @@ class Unroll:
         """``payoffs`` read at ``own_actions``: ``r(t) = u(a(t), a_-i(t))``, ``[E, T', N]``.
 
         Raises:
-            ConfigurationError: ``own_actions`` is ``None``.
+            ConfigurationError: ``own_actions`` is ``None`` (and no ``realised`` was given).
         """
+        if self.realised is not None:
+            return self.realised
         return self.payoffs.gather(-1, self.played().long()[..., None]).squeeze(-1)
 
     def log_probs_of(self, log_policy: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ package imports neither SB3 nor the environment.
 from mechgym.learners.bandit_q import BanditQ, bandit_q_update
 from mechgym.learners.base import LEARNERS, Learner, learner_from_dict, register_learner
 from mechgym.learners.hedge import Hedge, hedge_update
-from mechgym.learners.logit_q import LogitQ, logit_log_policy, logit_policy, logit_q_update
+from mechgym.learners.logit_q import LogitQ, explore_log_policy, logit_log_policy, logit_policy, logit_q_update
 from mechgym.learners.policy import LearnerPolicy
 from mechgym.learners.smooth_fp import SmoothFP, smooth_fp_belief, smooth_fp_update
 
@@ -20,6 +20,7 @@ __all__ = [
     "LogitQ",
     "SmoothFP",
     "bandit_q_update",
+    "explore_log_policy",
     "hedge_update",
     "learner_from_dict",
     "logit_log_policy",

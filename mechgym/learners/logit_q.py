@@ -24,10 +24,25 @@ def logit_log_policy(q: Tensor, beta: float | Tensor, epsilon: float | Tensor) -
     is finite (the plain ``logaddexp`` of ``log(eps / A)`` would give ``0 * inf``). ``fit`` learns ``epsilon``
     through a sigmoid, which never reaches 1.
     """
-    n_actions = q.shape[-1]
     logits = beta * q
     log_softmax = logits - logits.logsumexp(-1, keepdim=True)  # faster than torch.log_softmax for small A
-    epsilon = torch.as_tensor(epsilon, dtype=q.dtype, device=q.device)
+    return explore_log_policy(log_softmax, epsilon, q.shape[-1])
+
+
+def explore_log_policy(log_softmax: Tensor, epsilon: float | Tensor, n_actions: int) -> Tensor:
+    """``log((1 - eps) exp(log_softmax) + eps / A)``, element by element: Eq. (3)'s exploration in log space.
+
+    :func:`logit_log_policy` applies it to every action; since it acts on each entry alone, a likelihood may
+    apply it to the log-softmax of the played actions only (the same values). Differentiable in ``epsilon``
+    on ``[0, 1)``, ``epsilon = 0`` included (see :func:`logit_log_policy`).
+
+    Args:
+        log_softmax: ``log softmax(beta Q)`` at any entries, any shape.
+        epsilon: Uniform exploration in ``[0, 1]``, a float or a one-element tensor.
+        n_actions: ``A``.
+    """
+    like = log_softmax
+    epsilon = torch.as_tensor(epsilon, dtype=like.dtype, device=like.device)
     greedy = torch.log1p(-epsilon) + log_softmax
     if not epsilon.requires_grad:  # the fast path: exact values, no gradient in epsilon needed
         return torch.logaddexp(greedy, torch.log(epsilon / n_actions).expand_as(greedy))

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from mechgym.constants import constant_tensors
 from mechgym.devices import device_of
 from mechgym.errors import ConfigurationError, InvalidActionError
 from mechgym.memory import check_memory
@@ -22,6 +23,8 @@ from mechgym.validation import COUNTER_LIMIT, check_int, check_seed
 DEFAULT_MAX_TABLE_SIZE = 4096
 #: The generic path of :meth:`Mechanism.deviation_payoffs` runs forward passes of at most about this many actions.
 DEVIATION_CHUNK_ELEMENTS = 1 << 22
+#: Payoff tables of at most this many joint actions keep their input (every joint action) between calls.
+CACHED_JOINT_ACTIONS = 1 << 16
 
 
 def validate_joint_actions(joint_actions: Tensor, n_agents: int, n_actions: int, where: str = "") -> None:
@@ -69,16 +72,35 @@ def gather_counterfactuals(
     agents' rows are returned, ``[..., K, A]``.
     """
     n_agents = joint_actions.shape[-1]
-    device = joint_actions.device
-    strides = n_actions ** torch.arange(n_agents - 1, -1, -1, device=device)
-    index = (joint_actions * strides).sum(-1)  # [...]
-    agents = torch.arange(n_agents, device=device) if agents is None else agents
-    alternatives = torch.arange(n_actions, device=device)
-    # index of (a, a_-i): replace agent i's digit by a
-    cf_index = index[..., None, None] + (alternatives - joint_actions[..., agents, None]) * strides[agents, None]
-    flat_index = (cf_index * n_agents + agents[:, None]).reshape(-1)
+    strides, offsets = _table_offsets(n_agents, n_actions, joint_actions.device)
+    # flat index of (a, a_-i) and agent i: (index of a) * N + (a - a_i) * stride_i * N + i, where the last two
+    # terms depend only on (i, a_i, a): one row of the small [N * A, A] table of offsets per (agent, own action)
+    scaled_index = (joint_actions * strides).sum(-1, keepdim=True)[..., None]  # [..., 1, 1]: index * N
+    own = joint_actions if agents is None else joint_actions[..., agents]
+    rows = own + (torch.arange(n_agents, device=own.device) if agents is None else agents) * n_actions  # [..., K]
+    flat_index = scaled_index + offsets.index_select(0, rows.reshape(-1)).view(*rows.shape, n_actions)
     # index_select, not advanced indexing: the same values, and a backward (index_add) twice as fast on the CPU
-    return table.reshape(-1).index_select(0, flat_index).reshape(cf_index.shape)
+    return table.reshape(-1).index_select(0, flat_index.reshape(-1)).view(flat_index.shape)
+
+
+@constant_tensors(maxsize=32)
+def _table_offsets(n_agents: int, n_actions: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(N * strides [N], offsets [N * A, A])`` of :func:`gather_counterfactuals`, made once per size and device.
+
+    ``offsets[i * A + o, a] = (a - o) * stride_i * N + i`` with ``stride_i = A**(N - 1 - i)``.
+    """
+    strides = n_actions ** torch.arange(n_agents - 1, -1, -1, device=device)
+    agents = torch.arange(n_agents, device=device)[:, None, None]
+    actions = torch.arange(n_actions, device=device)
+    change = actions[None, None, :] - actions[None, :, None]  # [1, A(o), A(a)]: a - o
+    offsets = change * strides[:, None, None] * n_agents + agents  # [N, A, A]
+    return strides * n_agents, offsets.reshape(n_agents * n_actions, n_actions)
+
+
+@constant_tensors(maxsize=32)
+def _cached_joint_actions(n_agents: int, n_actions: int, device: torch.device) -> Tensor:
+    """:func:`all_joint_actions`, made once per size and device (read-only: the payoff table's input)."""
+    return all_joint_actions(n_agents, n_actions, device)
 
 
 class Mechanism(nn.Module):
@@ -130,6 +152,32 @@ class Mechanism(nn.Module):
         if self._use_table(joint_actions):
             return gather_counterfactuals(self.payoff_table(), joint_actions, self.n_actions, agents)
         return self._structured_counterfactual_payoffs(joint_actions, agents)
+
+    def counterfactual_and_realised_payoffs(
+        self, joint_actions: Tensor, agents: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`counterfactual_payoffs` ``[..., K, A]`` and the realised payoffs ``M(a)[i]`` ``[..., K]``.
+
+        The realised payoffs are the counterfactual ones read at the played actions. A game with a payoff table
+        reads both from one table (the realised ones straight from it: a backward pass into the ``A**N x N``
+        table instead of the ``[..., K, A]`` payoffs); the values are the same.
+
+        Args:
+            joint_actions: LongTensor ``[..., N]``.
+            agents: Optional LongTensor ``[K]`` of agent indices, as in :meth:`counterfactual_payoffs`.
+        """
+        own = joint_actions if agents is None else joint_actions[..., agents]
+        # the table's shortcut only where counterfactual_payoffs is this class's own (a subclass may override it)
+        if self._use_table(joint_actions) and type(self).counterfactual_payoffs is Mechanism.counterfactual_payoffs:
+            table = self.payoff_table()
+            flat = table.reshape(-1)
+            strides, _ = _table_offsets(self.n_agents, self.n_actions, joint_actions.device)
+            index = (joint_actions * strides).sum(-1, keepdim=True)  # [..., 1]: joint index * N
+            agent_index = torch.arange(self.n_agents, device=own.device) if agents is None else agents
+            realised = flat.index_select(0, (index + agent_index).reshape(-1)).view(own.shape)
+            return gather_counterfactuals(table, joint_actions, self.n_actions, agents), realised
+        payoffs = self.counterfactual_payoffs(joint_actions, agents)
+        return payoffs, payoffs.gather(-1, own[..., None]).squeeze(-1)
 
     def counterfactual_payoffs_batch_invariant(self, joint_actions: Tensor) -> Tensor:
         """:meth:`counterfactual_payoffs` whose every value is independent of the batch it is computed in.
@@ -251,7 +299,9 @@ class Mechanism(nn.Module):
                 old.shape == new.shape and torch.equal(old, new) for old, new in zip(snapshot, tensors, strict=True)
             ):
                 return table
-        table = self(all_joint_actions(self.n_agents, self.n_actions, device))
+        small = self.n_joint_actions <= CACHED_JOINT_ACTIONS  # the input of every table of this size, kept
+        joint = _cached_joint_actions if small else all_joint_actions
+        table = self(joint(self.n_agents, self.n_actions, device))
         if cacheable:
             table = table.detach()
             self._table_cache = {key: (table, [tensor.clone() for tensor in tensors])}
