@@ -101,7 +101,7 @@ SMOKE: tuple[Substitution, ...] = (
 #: ```bash blocks that are not run, by page and first line, and why.
 NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/results.md", "python -m diml_inverse.experiments goktas --out runs/goktas --threads 1"): (
-        "Goktas et al.'s table: 13 rows, minutes (tests/diml_inverse/equilibrium/test_traces.py runs one game)"
+        "Goktas et al.'s table: 14 rows, seconds (tests/diml_inverse/equilibrium/test_traces.py runs one game)"
     ),
     (
         "docs/results.md",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import logging
 import math
@@ -287,14 +288,16 @@ def run_game(
 
 
 def write_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """Write dict rows as CSV (columns: every key, in order of first appearance; floats in full precision)."""
+    """Write dict rows as CSV (columns: every key, in order of first appearance; floats in full precision), whole:
+    the file appears complete or not at all (a crash mid-write leaves no partial file for ``--resume`` to keep)."""
     rows = list(rows)
     columns = list(dict.fromkeys(key for row in rows for key in row))
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(text.getvalue().encode()))
     return path
 
 

@@ -14,7 +14,7 @@ from diml_inverse import metrics
 from diml_inverse.experiments import experiment_config, run_seeds
 from diml_inverse.experiments.__main__ import main
 from diml_inverse.experiments.report import read_rows
-from diml_inverse.experiments.runner import assumed_learner
+from diml_inverse.experiments.runner import assumed_learner, write_rows
 from diml_inverse.metrics import Evaluator, frozen_view
 from diml_inverse.metrics.cfkl import simulated_play
 from mechgym.env import MechanismGameEnv
@@ -285,3 +285,18 @@ def test_smoke_data_is_the_seeded_truths() -> None:
     game = config.games[0]
     truth = mechgym.make(game.env_id, **game.make_kwargs(2)).mechanism
     assert truth.frozen and torch.equal(truth.layer1.weight, NeuralJointMechanism(3, 6, seed=2).layer1.weight)
+
+
+def test_write_rows_never_leaves_a_partial_file(tmp_path: Path) -> None:
+    """A row that fails to format mid-write leaves the previous file as it was (``--resume`` trusts what exists)."""
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("disk full")
+
+    path = write_rows(tmp_path / "game.csv", [{"a": 1.5, "b": "x"}])
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_rows(path, [{"a": 2.0, "b": "y"}, {"a": Unprintable(), "b": "z"}])
+    assert path.read_bytes() == before and read_rows(path) == [{"a": 1.5, "b": "x"}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["game.csv"]  # no temporary file left behind
