@@ -373,6 +373,18 @@ def _first_call_checked(function: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+def adam(parameters: list[Tensor], *, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam with torch's fused kernel where the parameters' device has one, else the default implementation.
+
+    The same update to float rounding (about 1e-8 after 50 steps); one kernel for all the parameters instead of
+    a loop of small operations per parameter, 3.5x faster on an E1 model (docs/benchmarks.md).
+    """
+    try:
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):  # no fused kernel for this device or dtype
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+
+
 class Trainer:
     """The epochs of a fit: Adam steps on minibatches of episodes (or round windows, agents), then the held-out
     likelihood and the callback of each epoch (Algorithm 1).
@@ -387,7 +399,7 @@ class Trainer:
         self.parameters = [p for p in [*problem.mechanism.parameters(), *extras.parameters()] if p.requires_grad]
         if not self.parameters:
             raise ConfigurationError("the model has no trainable parameters (was it frozen?)")
-        self.optimizer = torch.optim.Adam(self.parameters, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = adam(self.parameters, lr=config.lr, weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(problem.order_seed)
         self.windows: RoundWindows | None = None  # None: whole episodes
         self.windows_burn_in: int | None = None

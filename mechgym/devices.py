@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import itertools
 import sys
 from typing import Literal
 
@@ -37,7 +38,7 @@ def resolve_device(device: DeviceLike | None) -> torch.device:
 
 def device_of(module: torch.nn.Module) -> torch.device:
     """Where a module (e.g. a mechanism) lives: the device of its first parameter or buffer; the CPU if it has none."""
-    for tensor in (*module.parameters(), *module.buffers()):
+    for tensor in itertools.chain(module.parameters(), module.buffers()):  # the first one only
         return tensor.device
     return torch.device("cpu")
 

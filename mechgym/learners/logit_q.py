@@ -42,6 +42,9 @@ def explore_log_policy(log_softmax: Tensor, epsilon: float | Tensor, n_actions: 
         n_actions: ``A``.
     """
     like = log_softmax
+    if not isinstance(epsilon, Tensor) and 0.0 < epsilon < 1.0:  # a constant: its logarithms as Python floats
+        explore = torch.full((), math.log(epsilon / n_actions), dtype=like.dtype, device=like.device)
+        return torch.logaddexp(log_softmax + math.log1p(-epsilon), explore)
     epsilon = torch.as_tensor(epsilon, dtype=like.dtype, device=like.device)
     greedy = torch.log1p(-epsilon) + log_softmax
     if not epsilon.requires_grad:  # the fast path: exact values, no gradient in epsilon needed

@@ -71,21 +71,34 @@ def gather_counterfactuals(
     Entry ``[..., i, a]`` is ``table[index of (a, a_-i), i]``; with ``agents`` (LongTensor ``[K]``) only those
     agents' rows are returned, ``[..., K, A]``.
     """
+    return _gather_table(table, joint_actions, n_actions, agents, realised=False)[0]
+
+
+def _gather_table(
+    table: Tensor, joint_actions: Tensor, n_actions: int, agents: Tensor | None, realised: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The counterfactual payoffs ``[..., K, A]`` and, if ``realised``, the realised ones ``[..., K]``."""
     n_agents = joint_actions.shape[-1]
-    strides, offsets = _table_offsets(n_agents, n_actions, joint_actions.device)
+    strides, offsets, everyone, everyone_rows = _table_offsets(n_agents, n_actions, joint_actions.device)
     # flat index of (a, a_-i) and agent i: (index of a) * N + (a - a_i) * stride_i * N + i, where the last two
     # terms depend only on (i, a_i, a): one row of the small [N * A, A] table of offsets per (agent, own action)
-    scaled_index = (joint_actions * strides).sum(-1, keepdim=True)[..., None]  # [..., 1, 1]: index * N
+    scaled_index = (joint_actions * strides).sum(-1, keepdim=True)  # [..., 1]: index * N
     own = joint_actions if agents is None else joint_actions[..., agents]
-    rows = own + (torch.arange(n_agents, device=own.device) if agents is None else agents) * n_actions  # [..., K]
-    flat_index = scaled_index + offsets.index_select(0, rows.reshape(-1)).view(*rows.shape, n_actions)
+    agent_index = everyone if agents is None else agents
+    rows = own + (everyone_rows if agents is None else agents * n_actions)  # [..., K]: row of (i, a_i)
+    flat_index = scaled_index[..., None] + offsets.index_select(0, rows.reshape(-1)).view(*rows.shape, n_actions)
+    flat_table = table.reshape(-1)
     # index_select, not advanced indexing: the same values, and a backward (index_add) twice as fast on the CPU
-    return table.reshape(-1).index_select(0, flat_index.reshape(-1)).view(flat_index.shape)
+    payoffs = flat_table.index_select(0, flat_index.reshape(-1)).view(flat_index.shape)
+    if not realised:
+        return payoffs, None
+    return payoffs, flat_table.index_select(0, (scaled_index + agent_index).reshape(-1)).view(own.shape)
 
 
 @constant_tensors(maxsize=32)
-def _table_offsets(n_agents: int, n_actions: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """``(N * strides [N], offsets [N * A, A])`` of :func:`gather_counterfactuals`, made once per size and device.
+def _table_offsets(n_agents: int, n_actions: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(N * strides [N], offsets [N * A, A], agents [N], A * agents [N])`` of :func:`gather_counterfactuals`,
+    made once per size and device.
 
     ``offsets[i * A + o, a] = (a - o) * stride_i * N + i`` with ``stride_i = A**(N - 1 - i)``.
     """
@@ -94,7 +107,8 @@ def _table_offsets(n_agents: int, n_actions: int, device: torch.device) -> tuple
     actions = torch.arange(n_actions, device=device)
     change = actions[None, None, :] - actions[None, :, None]  # [1, A(o), A(a)]: a - o
     offsets = change * strides[:, None, None] * n_agents + agents  # [N, A, A]
-    return strides * n_agents, offsets.reshape(n_agents * n_actions, n_actions)
+    everyone = agents.reshape(n_agents)
+    return strides * n_agents, offsets.reshape(n_agents * n_actions, n_actions), everyone, everyone * n_actions
 
 
 @constant_tensors(maxsize=32)
@@ -166,16 +180,12 @@ class Mechanism(nn.Module):
             joint_actions: LongTensor ``[..., N]``.
             agents: Optional LongTensor ``[K]`` of agent indices, as in :meth:`counterfactual_payoffs`.
         """
-        own = joint_actions if agents is None else joint_actions[..., agents]
         # the table's shortcut only where counterfactual_payoffs is this class's own (a subclass may override it)
         if self._use_table(joint_actions) and type(self).counterfactual_payoffs is Mechanism.counterfactual_payoffs:
-            table = self.payoff_table()
-            flat = table.reshape(-1)
-            strides, _ = _table_offsets(self.n_agents, self.n_actions, joint_actions.device)
-            index = (joint_actions * strides).sum(-1, keepdim=True)  # [..., 1]: joint index * N
-            agent_index = torch.arange(self.n_agents, device=own.device) if agents is None else agents
-            realised = flat.index_select(0, (index + agent_index).reshape(-1)).view(own.shape)
-            return gather_counterfactuals(table, joint_actions, self.n_actions, agents), realised
+            payoffs, realised = _gather_table(self.payoff_table(), joint_actions, self.n_actions, agents, True)
+            assert realised is not None
+            return payoffs, realised
+        own = joint_actions if agents is None else joint_actions[..., agents]
         payoffs = self.counterfactual_payoffs(joint_actions, agents)
         return payoffs, payoffs.gather(-1, own[..., None]).squeeze(-1)
 
@@ -290,9 +300,9 @@ class Mechanism(nn.Module):
         cacheable = self._frozen and not (
             torch.is_grad_enabled() and any(parameter.requires_grad for parameter in self.parameters())
         )
-        key = (str(device), self._dtype())
-        tensors = [tensor.detach() for tensor in (*self.parameters(), *self.buffers())]
-        cached = self._table_cache.get(key) if cacheable else None
+        key = (str(device), self._dtype()) if cacheable else None
+        tensors = [tensor.detach() for tensor in (*self.parameters(), *self.buffers())] if cacheable else []
+        cached = self._table_cache.get(key) if key is not None else None
         if cached is not None:
             table, snapshot = cached
             if len(snapshot) == len(tensors) and all(
@@ -302,7 +312,7 @@ class Mechanism(nn.Module):
         small = self.n_joint_actions <= CACHED_JOINT_ACTIONS  # the input of every table of this size, kept
         joint = _cached_joint_actions if small else all_joint_actions
         table = self(joint(self.n_agents, self.n_actions, device))
-        if cacheable:
+        if key is not None:
             table = table.detach()
             self._table_cache = {key: (table, [tensor.clone() for tensor in tensors])}
         return table
