@@ -18,7 +18,9 @@ into the published code's model of the same architecture. Then:
    relative ``1e-6``; the script stops otherwise. The gradients of the shared weights are compared too.
 2. **Timing.** The two sides take turns in one process (published, ours, published, ours, ...), so both see
    the same background load; the table gives the minimum and the median of each and the ratio of minima and
-   of medians. A *minibatch* is one forward and backward pass of the training loss (the published
+   of medians. In a minibatch turn each side repeats its step back to back for ``--turn-seconds`` (0.25 s: two
+   published steps of E1, about 150 of ours) and counts the mean, as in a training loop. A *minibatch* is one
+   forward and backward pass of the training loss (the published
    ``DIMLTrainer.nll_batch``; ours as ``diml_inverse.fit`` computes it). An *epoch* is one training epoch
    (the published ``DIMLTrainer.fit`` with ``epochs=1``; ours ``diml_inverse.fit(..., epochs=1)``'s epoch
    time, with the same episodes, batch size and optimiser, no held-out split).
@@ -226,10 +228,26 @@ def check_agreement(ref: ModuleType, workload: Workload, ours: Mechanism, batch:
     return loss_rel, grad_rel
 
 
+def turn_seconds(step: Callable[[], object], device: torch.device, turn: float) -> float:
+    """Mean seconds per call of ``step`` called back to back until ``turn`` seconds have passed (at least once).
+
+    A training loop runs its steps back to back; a single call after the other side's turn would also time
+    the caches and the allocator warming up again, which is most of a millisecond-long step.
+    """
+    calls, elapsed = 0, 0.0
+    while calls == 0 or elapsed < turn:
+        elapsed += seconds(step, device)
+        calls += 1
+    return elapsed / calls
+
+
 def timers(
-    ref: ModuleType, workload: Workload, traces: mechgym.TraceDataset, device: torch.device
+    ref: ModuleType, workload: Workload, traces: mechgym.TraceDataset, device: torch.device, turn: float
 ) -> tuple[Callable[[], float], ...]:
-    """``(published, ours)``: each call runs the work once on ``device`` and returns its seconds."""
+    """``(published, ours)``: each call runs the work on ``device`` and returns its seconds per run.
+
+    A minibatch turn repeats the step for ``turn`` seconds (:func:`turn_seconds`); an epoch runs once.
+    """
     actions = traces.actions_tensor(device)
     ours = our_model(workload, device)
     theirs = published_model(ref, ours).to(device)
@@ -245,7 +263,7 @@ def timers(
             ours.zero_grad(set_to_none=True)
             our_loss(ours, batch, workload.learner, PAYOFF_L2)[0].backward()
 
-        return (lambda: seconds(published_step, device)), (lambda: seconds(our_step, device))
+        return (lambda: turn_seconds(published_step, device, turn)), (lambda: turn_seconds(our_step, device, turn))
     train, _ = traces.split(0.8)
     train_actions = train.actions_tensor(device)
     trainer = published_trainer(ref, theirs, workload, PAYOFF_L2, device)
@@ -271,13 +289,13 @@ def timers(
     return published_epoch, our_epoch
 
 
-def run(ref: ModuleType, workload: Workload, directory: Path, repeats: int, device: torch.device) -> Row:
+def run(ref: ModuleType, workload: Workload, directory: Path, repeats: int, device: torch.device, turn: float) -> Row:
     traces = record_traces(workload, directory)
     actions = traces.actions_tensor()
     ours = our_model(workload, device)
     agreement_batch = actions[: workload.batch, : workload.rounds]
     loss_rel, grad_rel = check_agreement(ref, workload, ours, agreement_batch.to(device))
-    published, our = timers(ref, workload, traces, device)
+    published, our = timers(ref, workload, traces, device, turn)
     published_times, our_times = [], []
     for _ in range(repeats):  # alternate, so both see the same load
         published_times.append(published())
@@ -320,6 +338,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both sides run")
     parser.add_argument("--repeats", type=int, default=None, help="alternating repeats (default 5; --quick 3)")
     parser.add_argument("--only", nargs="*", default=None, help="workloads whose name contains one of these")
+    parser.add_argument(
+        "--turn-seconds",
+        type=float,
+        default=0.25,
+        help="a minibatch turn repeats its step back to back for this long and gives the mean (default 0.25)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -335,7 +359,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         for workload in chosen:
-            rows.append(run(ref, workload, Path(directory), repeats, device))
+            rows.append(run(ref, workload, Path(directory), repeats, device, args.turn_seconds))
             print(f"{workload.name}: done, load average {load_average()}", file=sys.stderr, flush=True)
     print_table(rows)
     print(f"\n{repeats} alternating repeats, {time.perf_counter() - started:.0f} s; load average {load_average()}")

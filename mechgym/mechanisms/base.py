@@ -69,7 +69,9 @@ def gather_counterfactuals(
     """Counterfactual payoffs ``[..., N, A]`` read from a payoff table ``[A**N, N]``.
 
     Entry ``[..., i, a]`` is ``table[index of (a, a_-i), i]``; with ``agents`` (LongTensor ``[K]``) only those
-    agents' rows are returned, ``[..., K, A]``.
+    agents' rows are returned, ``[..., K, A]``. Traces ``[E, T, N]`` get ``[E, T, K, A]`` laid out round-major,
+    ``[T, A, E, K]`` in memory (a permuted view): the layout of the likelihood's filter and policy, which then
+    need no copy in either pass.
     """
     return _gather_table(table, joint_actions, n_actions, agents, realised=False)[0]
 
@@ -86,10 +88,17 @@ def _gather_table(
     own = joint_actions if agents is None else joint_actions[..., agents]
     agent_index = everyone if agents is None else agents
     rows = own + (everyone_rows if agents is None else agents * n_actions)  # [..., K]: row of (i, a_i)
-    flat_index = scaled_index[..., None] + offsets.index_select(0, rows.reshape(-1)).view(*rows.shape, n_actions)
+    row_offsets = offsets.index_select(0, rows.reshape(-1)).view(*rows.shape, n_actions)  # [..., K, A]
     flat_table = table.reshape(-1)
-    # index_select, not advanced indexing: the same values, and a backward (index_add) twice as fast on the CPU
-    payoffs = flat_table.index_select(0, flat_index.reshape(-1)).view(flat_index.shape)
+    if joint_actions.dim() == 3:  # traces [E, T, N]: round-major [T, A, E, K] in memory, the likelihood's layout
+        n_episodes, n_rounds, n_rows = rows.shape
+        round_major = torch.empty(n_rounds, n_actions, n_episodes, n_rows, dtype=rows.dtype, device=rows.device)
+        torch.add(scaled_index[..., None], row_offsets, out=round_major.permute(2, 0, 3, 1))
+        payoffs = flat_table.index_select(0, round_major.view(-1)).view(round_major.shape).permute(2, 0, 3, 1)
+    else:
+        flat_index = scaled_index[..., None] + row_offsets
+        # index_select, not advanced indexing: the same values, and a backward (index_add) twice as fast on the CPU
+        payoffs = flat_table.index_select(0, flat_index.reshape(-1)).view(flat_index.shape)
     if not realised:
         return payoffs, None
     return payoffs, flat_table.index_select(0, (scaled_index + agent_index).reshape(-1)).view(own.shape)

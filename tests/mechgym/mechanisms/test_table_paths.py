@@ -44,10 +44,11 @@ def gather_by_loops(table: Tensor, joint: Tensor, n_actions: int, agents: list[i
 
 
 @pytest.mark.parametrize("agents", [None, [2, 0]], ids=["all", "subset"])
-def test_gather_equals_the_definition(agents: list[int] | None) -> None:
+@pytest.mark.parametrize("batch", [(7,), (2, 5), (2, 3, 2)], ids=["rows", "traces", "4-d"])
+def test_gather_equals_the_definition(agents: list[int] | None, batch: tuple[int, ...]) -> None:
     n_agents, n_actions = 3, 4
     table = torch.randn(n_actions**n_agents, n_agents, generator=torch.Generator().manual_seed(0))
-    joint = torch.randint(0, n_actions, (2, 5, n_agents), generator=torch.Generator().manual_seed(1))
+    joint = torch.randint(0, n_actions, (*batch, n_agents), generator=torch.Generator().manual_seed(1))
     chosen = list(range(n_agents)) if agents is None else agents
     got = gather_counterfactuals(table, joint, n_actions, None if agents is None else torch.tensor(agents))
     assert torch.equal(got, gather_by_loops(table, joint, n_actions, chosen))
