@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -373,16 +373,20 @@ def _first_call_checked(function: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def adam(parameters: list[Tensor], *, lr: float, weight_decay: float) -> torch.optim.Adam:
+def adam(parameters: Sequence[Tensor], *, lr: float, weight_decay: float) -> torch.optim.Adam:
     """Adam with torch's fused kernel where the parameters' device has one, else the default implementation.
 
     The same update to float rounding (about 1e-8 after 50 steps); one kernel for all the parameters instead of
     a loop of small operations per parameter, 3.5x faster on an E1 model (docs/benchmarks.md).
     """
     try:
-        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, fused=True)
+        return torch.optim.Adam(list(parameters), lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, ValueError):  # no fused kernel for this device or dtype
-        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(list(parameters), lr=lr, weight_decay=weight_decay)
+
+
+#: The training episodes' payoff-table index (:meth:`Mechanism.table_index`) is kept up to this many entries.
+TABLE_INDEX_MAX_ELEMENTS = 1 << 25
 
 
 class Trainer:
@@ -404,6 +408,9 @@ class Trainer:
         self.windows: RoundWindows | None = None  # None: whole episodes
         self.windows_burn_in: int | None = None
         self.step_sums: Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]] | None = None
+        # a table game's index of the training episodes' payoffs, made once (whole episodes only; bounded memory)
+        fits = problem.train.numel() * problem.mechanism.n_actions <= TABLE_INDEX_MAX_ELEMENTS
+        self.table_index = problem.mechanism.table_index(problem.train[:, :-1]) if fits else None
 
     def run(self, checkpoints: Checkpoints) -> None:
         """Train every epoch (or until ``patience`` runs out), recording each in ``checkpoints``."""
@@ -487,6 +494,7 @@ class Trainer:
                 epsilon=epsilon,
                 agents=agents,
                 validate=False,
+                table_index=None if self.table_index is None else self.table_index.select(index, agents),
             )
             return log_probs.sum(), realised.pow(2).sum()
         log_probs, realised, scored = windows.terms(

@@ -39,6 +39,7 @@ from mechgym.devices import device_of
 from mechgym.errors import ConfigurationError, InvalidActionError
 from mechgym.learners import Learner
 from mechgym.mechanisms import Mechanism, validate_joint_actions
+from mechgym.mechanisms.tables import TableIndex
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -145,6 +146,7 @@ def trace_terms(
     chunk_size: int | None = None,
     agents: Tensor | None = None,
     validate: bool = True,
+    table_index: TableIndex | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The terms of Eq. (5) and the realised payoffs they were computed from, for all or some agents.
 
@@ -156,6 +158,9 @@ def trace_terms(
         mechanism, actions, learner, q0, alpha, epsilon, chunk_size, validate: as in :func:`log_likelihood`.
         agents: Optional LongTensor ``[K]`` of agent indices; ``None`` for all ``N``. A ``q0`` with an agent
             axis (``[N, A]`` or ``[E, N, A]``) is indexed by it.
+        table_index: The payoff-table index of ``actions[:, :-1]`` and ``agents``
+            (:meth:`~mechgym.mechanisms.Mechanism.table_index`, then ``.select``), made once for traces scored
+            many times (a fit's training episodes); ``None`` computes it. It must be that of these actions.
 
     Returns:
         ``(log_probs, payoffs)``, both ``[E, T-1, K]``: ``log pi_i(k+2)(a_i(k+2))`` and the realised payoff
@@ -181,7 +186,7 @@ def trace_terms(
             q0 = q0[..., agents, :]
     played = actions[:, :-1] if agents is None else actions[:, :-1, agents]
     # u(1..T-1), Eq. (1), [E, T-1, K, A], and the realised payoffs M(a(t))_i, [E, T-1, K]
-    payoffs, realised = mechanism.counterfactual_and_realised_payoffs(actions[:, :-1], agents)
+    payoffs, realised = mechanism.counterfactual_and_realised_payoffs(actions[:, :-1], agents, index=table_index)
     next_actions = actions[:, 1:] if agents is None else actions[:, 1:, agents]
     unroll = Unroll(
         payoffs, next_actions, played, q0=q0, alpha=alpha, epsilon=epsilon, chunk_size=chunk_size, realised=realised

@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 from mechgym.constants import constant_tensors
 from mechgym.devices import device_of
 from mechgym.errors import ConfigurationError, InvalidActionError
+from mechgym.mechanisms.tables import TableIndex, gather_counterfactuals, gather_table, table_index
 from mechgym.memory import check_memory
 from mechgym.validation import COUNTER_LIMIT, check_int, check_seed
 
@@ -61,63 +62,6 @@ def all_joint_actions(n_agents: int, n_actions: int, device: torch.device | str 
     """Every joint action in lexicographic order (agent 0 most significant): LongTensor ``[A**N, N]``."""
     grids = torch.meshgrid(*[torch.arange(n_actions, device=device)] * n_agents, indexing="ij")
     return torch.stack([g.reshape(-1) for g in grids], dim=-1)
-
-
-def gather_counterfactuals(
-    table: Tensor, joint_actions: Tensor, n_actions: int, agents: Tensor | None = None
-) -> Tensor:
-    """Counterfactual payoffs ``[..., N, A]`` read from a payoff table ``[A**N, N]``.
-
-    Entry ``[..., i, a]`` is ``table[index of (a, a_-i), i]``; with ``agents`` (LongTensor ``[K]``) only those
-    agents' rows are returned, ``[..., K, A]``. Traces ``[E, T, N]`` get ``[E, T, K, A]`` laid out round-major,
-    ``[T, A, E, K]`` in memory (a permuted view): the layout of the likelihood's filter and policy, which then
-    need no copy in either pass.
-    """
-    return _gather_table(table, joint_actions, n_actions, agents, realised=False)[0]
-
-
-def _gather_table(
-    table: Tensor, joint_actions: Tensor, n_actions: int, agents: Tensor | None, realised: bool
-) -> tuple[Tensor, Tensor | None]:
-    """The counterfactual payoffs ``[..., K, A]`` and, if ``realised``, the realised ones ``[..., K]``."""
-    n_agents = joint_actions.shape[-1]
-    strides, offsets, everyone, everyone_rows = _table_offsets(n_agents, n_actions, joint_actions.device)
-    # flat index of (a, a_-i) and agent i: (index of a) * N + (a - a_i) * stride_i * N + i, where the last two
-    # terms depend only on (i, a_i, a): one row of the small [N * A, A] table of offsets per (agent, own action)
-    scaled_index = (joint_actions * strides).sum(-1, keepdim=True)  # [..., 1]: index * N
-    own = joint_actions if agents is None else joint_actions[..., agents]
-    agent_index = everyone if agents is None else agents
-    rows = own + (everyone_rows if agents is None else agents * n_actions)  # [..., K]: row of (i, a_i)
-    row_offsets = offsets.index_select(0, rows.reshape(-1)).view(*rows.shape, n_actions)  # [..., K, A]
-    flat_table = table.reshape(-1)
-    if joint_actions.dim() == 3:  # traces [E, T, N]: round-major [T, A, E, K] in memory, the likelihood's layout
-        n_episodes, n_rounds, n_rows = rows.shape
-        round_major = torch.empty(n_rounds, n_actions, n_episodes, n_rows, dtype=rows.dtype, device=rows.device)
-        torch.add(scaled_index[..., None], row_offsets, out=round_major.permute(2, 0, 3, 1))
-        payoffs = flat_table.index_select(0, round_major.view(-1)).view(round_major.shape).permute(2, 0, 3, 1)
-    else:
-        flat_index = scaled_index[..., None] + row_offsets
-        # index_select, not advanced indexing: the same values, and a backward (index_add) twice as fast on the CPU
-        payoffs = flat_table.index_select(0, flat_index.reshape(-1)).view(flat_index.shape)
-    if not realised:
-        return payoffs, None
-    return payoffs, flat_table.index_select(0, (scaled_index + agent_index).reshape(-1)).view(own.shape)
-
-
-@constant_tensors(maxsize=32)
-def _table_offsets(n_agents: int, n_actions: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(N * strides [N], offsets [N * A, A], agents [N], A * agents [N])`` of :func:`gather_counterfactuals`,
-    made once per size and device.
-
-    ``offsets[i * A + o, a] = (a - o) * stride_i * N + i`` with ``stride_i = A**(N - 1 - i)``.
-    """
-    strides = n_actions ** torch.arange(n_agents - 1, -1, -1, device=device)
-    agents = torch.arange(n_agents, device=device)[:, None, None]
-    actions = torch.arange(n_actions, device=device)
-    change = actions[None, None, :] - actions[None, :, None]  # [1, A(o), A(a)]: a - o
-    offsets = change * strides[:, None, None] * n_agents + agents  # [N, A, A]
-    everyone = agents.reshape(n_agents)
-    return strides * n_agents, offsets.reshape(n_agents * n_actions, n_actions), everyone, everyone * n_actions
 
 
 @constant_tensors(maxsize=32)
@@ -177,7 +121,7 @@ class Mechanism(nn.Module):
         return self._structured_counterfactual_payoffs(joint_actions, agents)
 
     def counterfactual_and_realised_payoffs(
-        self, joint_actions: Tensor, agents: Tensor | None = None
+        self, joint_actions: Tensor, agents: Tensor | None = None, *, index: TableIndex | None = None
     ) -> tuple[Tensor, Tensor]:
         """:meth:`counterfactual_payoffs` ``[..., K, A]`` and the realised payoffs ``M(a)[i]`` ``[..., K]``.
 
@@ -188,15 +132,39 @@ class Mechanism(nn.Module):
         Args:
             joint_actions: LongTensor ``[..., N]``.
             agents: Optional LongTensor ``[K]`` of agent indices, as in :meth:`counterfactual_payoffs`.
+            index: These joint actions' :meth:`table_index` (and ``agents``'), made once for traces that are
+                scored many times (a fit's training episodes); ``None`` computes what is needed. It must be the
+                index of exactly ``joint_actions`` and ``agents``.
         """
-        # the table's shortcut only where counterfactual_payoffs is this class's own (a subclass may override it)
-        if self._use_table(joint_actions) and type(self).counterfactual_payoffs is Mechanism.counterfactual_payoffs:
-            payoffs, realised = _gather_table(self.payoff_table(), joint_actions, self.n_actions, agents, True)
-            assert realised is not None
-            return payoffs, realised
+        if index is not None:
+            return index.gather(self.payoff_table())
+        if self._table_shortcut(joint_actions):
+            return gather_table(self.payoff_table(), joint_actions, self.n_actions, agents, with_realised=True)
         own = joint_actions if agents is None else joint_actions[..., agents]
         payoffs = self.counterfactual_payoffs(joint_actions, agents)
         return payoffs, payoffs.gather(-1, own[..., None]).squeeze(-1)
+
+    def table_index(self, traces: Tensor) -> TableIndex | None:
+        """Where the counterfactual and realised payoffs of ``traces`` sit in this game's payoff table.
+
+        For :meth:`counterfactual_and_realised_payoffs` ``(index=...)`` of these traces, or of some of their
+        episodes and agents (:meth:`~mechgym.mechanisms.tables.TableIndex.select`): a fit makes it once for its
+        training episodes instead of once per minibatch.
+
+        Args:
+            traces: Joint actions ``[E, T, N]``.
+
+        Returns:
+            The index, or ``None`` for a game without a payoff table (or one that computes its counterfactual
+            payoffs its own way).
+        """
+        if traces.dim() != 3 or not self._table_shortcut(traces):
+            return None
+        return table_index(traces, self.n_actions)
+
+    def _table_shortcut(self, joint_actions: Tensor) -> bool:
+        # the table's shortcut only where counterfactual_payoffs is this class's own (a subclass may override it)
+        return self._use_table(joint_actions) and type(self).counterfactual_payoffs is Mechanism.counterfactual_payoffs
 
     def counterfactual_payoffs_batch_invariant(self, joint_actions: Tensor) -> Tensor:
         """:meth:`counterfactual_payoffs` whose every value is independent of the batch it is computed in.

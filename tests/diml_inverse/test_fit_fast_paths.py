@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+
+import pytest
 import torch
 
 import mechgym
@@ -10,6 +13,8 @@ from diml_inverse.fit import adam
 from diml_inverse.testing import step_by_step_log_likelihood
 from mechgym.learners import LogitQ
 from mechgym.mechanisms import NeuralJointMechanism
+
+fit_module = importlib.import_module("diml_inverse.fit")  # the module (diml_inverse.fit is also the function)
 
 
 def test_fused_adam_equals_the_default_update() -> None:
@@ -44,3 +49,15 @@ def test_a_fit_is_repeatable_and_its_loss_is_the_step_by_step_likelihood() -> No
         terms = step_by_step_log_likelihood(first.mechanism, valid, learner.alpha, learner.beta, learner.epsilon)
     loop = -float(terms.sum()) / valid[:, 1:].numel()
     assert abs(loop - first.history[first.selected_epoch - 1]["valid_nll"]) < 1e-5
+
+
+def test_the_training_episodes_table_index_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    learner = LogitQ(alpha=0.25, beta=3.0, epsilon=0.06)
+    traces = mechgym.rollout(mechgym.make("mechgym/Congestion-v0"), learner, n_episodes=10, n_rounds=12, seed=1)
+    options = {"model": "neural", "epochs": 2, "batch_size": 3, "agent_batch_size": 2, "seed": 5, "progress": False}
+    with_index = fit(None, traces, **options)
+    monkeypatch.setattr(fit_module, "TABLE_INDEX_MAX_ELEMENTS", 0)  # no index: computed per minibatch
+    without = fit(None, traces, **options)
+    assert [row["train_nll"] for row in with_index.history] == [row["train_nll"] for row in without.history]
+    for p, q in zip(with_index.mechanism.parameters(), without.mechanism.parameters(), strict=True):
+        assert torch.equal(p, q)

@@ -101,3 +101,25 @@ def test_an_overridden_counterfactual_path_is_used_for_both() -> None:
     payoffs, realised = mechanism.counterfactual_and_realised_payoffs(joint)
     assert torch.equal(payoffs, mechanism.counterfactual_payoffs(joint))
     torch.testing.assert_close(realised, mechanism(joint) + 1.0)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_a_table_index_made_once_reads_the_same_payoffs(name: str) -> None:
+    mechanism = FACTORIES[name]()
+    traces = random_joint(mechanism, 6, 9)
+    index = mechanism.table_index(traces)
+    assert index is not None
+    episodes, agents = torch.tensor([4, 0, 2]), torch.tensor([0, mechanism.n_agents - 1])
+    for chosen, joint, subset in ((index, traces, None), (index.select(episodes, agents), traces[episodes], agents)):
+        payoffs, realised = mechanism.counterfactual_and_realised_payoffs(joint, subset, index=chosen)
+        expected = mechanism.counterfactual_and_realised_payoffs(joint, subset)
+        assert torch.equal(payoffs, expected[0]) and torch.equal(realised, expected[1])
+        assert payoffs.permute(1, 3, 0, 2).is_contiguous()  # round-major, as the likelihood's filter reads it
+
+
+def test_no_table_index_without_a_table_or_with_own_counterfactuals() -> None:
+    from mechgym.mechanisms import AnonymousCountMechanism
+
+    assert AnonymousCountMechanism(10, 4, seed=0).table_index(torch.zeros(2, 3, 10, dtype=torch.long)) is None
+    overriding = OverridingCounterfactuals(2, 3, init="normal", seed=0)
+    assert overriding.table_index(torch.zeros(2, 3, 2, dtype=torch.long)) is None
