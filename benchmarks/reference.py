@@ -21,7 +21,8 @@ into the published code's model of the same architecture. Then:
    of medians. In a minibatch turn each side repeats its step back to back for ``--turn-seconds`` (0.25 s: two
    published steps of E1, about 150 of ours) and counts the mean, as in a training loop. A *minibatch* is one
    forward and backward pass of the training loss (the published
-   ``DIMLTrainer.nll_batch``; ours as ``diml_inverse.fit`` computes it). An *epoch* is one training epoch
+   ``DIMLTrainer.nll_batch``; ours as ``diml_inverse.fit`` computes it, with the payoff-table index that a
+   fit makes once for its training episodes). An *epoch* is one training epoch
    (the published ``DIMLTrainer.fit`` with ``epochs=1``; ours ``diml_inverse.fit(..., epochs=1)``'s epoch
    time, with the same episodes, batch size and optimiser, no held-out split).
 3. **Limit.** ``benchmarks/limit.py``: the FLOPs of the mechanism's dense layers, forward and backward,
@@ -58,6 +59,7 @@ import mechgym
 from diml_inverse.likelihood import trace_terms
 from mechgym.learners import LogitQ
 from mechgym.mechanisms import AnonymousCountMechanism, Mechanism, NeuralJointMechanism
+from mechgym.mechanisms.tables import TableIndex
 
 E1_E3_LEARNER = LogitQ(alpha=0.25, beta=3.0, epsilon=0.06)
 E4_LEARNER = LogitQ(alpha=0.2, beta=6.0, epsilon=0.02)
@@ -179,9 +181,14 @@ def our_model(workload: Workload, device: torch.device) -> Mechanism:
     return NeuralJointMechanism(workload.n_agents, workload.n_actions, seed=1).to(device)
 
 
-def our_loss(model: Mechanism, batch: Tensor, learner: LogitQ, payoff_l2: float) -> tuple[Tensor, Tensor]:
-    """``(loss, nll)`` of one minibatch as ``diml_inverse.fit`` computes it (NLL per term + payoff penalty)."""
-    log_probs, realised = trace_terms(model, batch, learner, validate=False)
+def our_loss(
+    model: Mechanism, batch: Tensor, learner: LogitQ, payoff_l2: float, index: TableIndex | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(loss, nll)`` of one minibatch as ``diml_inverse.fit`` computes it (NLL per term + payoff penalty).
+
+    ``index``: the payoff-table index of the batch, which a fit makes once for its training episodes.
+    """
+    log_probs, realised = trace_terms(model, batch, learner, validate=False, table_index=index)
     nll = -log_probs.sum() / log_probs.numel()
     return nll + payoff_l2 * realised.pow(2).sum() / log_probs.numel(), nll
 
@@ -259,9 +266,11 @@ def timers(
             trainer.opt.zero_grad(set_to_none=True)
             trainer.nll_batch(batch).backward()
 
+        index = ours.table_index(batch[:, :-1])  # made once per fit (a table game's), not per step
+
         def our_step() -> None:
             ours.zero_grad(set_to_none=True)
-            our_loss(ours, batch, workload.learner, PAYOFF_L2)[0].backward()
+            our_loss(ours, batch, workload.learner, PAYOFF_L2, index)[0].backward()
 
         return (lambda: turn_seconds(published_step, device, turn)), (lambda: turn_seconds(our_step, device, turn))
     train, _ = traces.split(0.8)
