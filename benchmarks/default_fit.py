@@ -8,11 +8,13 @@ seconds of each and their ratio; the ratio is what carries over to another machi
     python benchmarks/default_fit.py                                  # three small zoo games, 2 repeats
     python benchmarks/default_fit.py --games ElFarol --repeats 3
     python benchmarks/default_fit.py --quick                          # tiny sizes
+    python benchmarks/default_fit.py --new-options '{"prior_selection": "evidence", "valid_fraction": 0}'
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -32,11 +34,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="8 episodes x 10 rounds, 2 epochs, one game, 1 repeat")
+    parser.add_argument(
+        "--new-options", type=json.loads, default={}, help="fit options of the new fit, as a JSON object"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     register_zoo()
     games, repeats = (args.games[:1], 1) if args.quick else (args.games, args.repeats)
     print(describe_machine(torch.device("cpu")))
+    print(f"new fit's options: {args.new_options or 'the defaults'}")
     print("| game | old default, min / median s | new default, min / median s | new / old (min) |")
     print("|---|---:|---:|---:|")
     for name in games:
@@ -49,7 +55,7 @@ def main() -> None:
         options = {"progress": False, "seed": 1, **({"epochs": 2} if args.quick else {})}
         times: dict[str, list[float]] = {"old": [], "new": []}
         for _ in range(repeats):
-            for label, extra in (("old", old), ("new", {})):
+            for label, extra in (("old", old), ("new", args.new_options)):
                 started = time.perf_counter()
                 diml_inverse.fit(game.env_id, train, **options, **extra)  # type: ignore[arg-type]
                 times[label].append(time.perf_counter() - started)

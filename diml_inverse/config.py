@@ -42,6 +42,7 @@ __all__ = [
 #: Which epoch's parameters a fit returns: the best held-out likelihood's or the last one's.
 Select = Literal["best_valid", "last"]
 Optimizer = Literal["auto", "adam", "lbfgs"]
+PriorSelection = Literal["valid", "evidence"]
 
 
 def _is_int(value: object) -> bool:
@@ -132,6 +133,7 @@ FIT_OPTION_RULES: dict[str, OptionRule] = {
         "'auto', 'adam' or 'lbfgs'", lambda v: isinstance(v, str) and v in ("auto", "adam", "lbfgs")
     ),
     "tune_prior": _BOOL,
+    "prior_selection": OptionRule("'valid' or 'evidence'", lambda v: isinstance(v, str) and v in ("valid", "evidence")),
     "learn_q0": _BOOL,
     "learn_alpha": _BOOL,
     "learn_epsilon": _BOOL,
@@ -187,6 +189,13 @@ def check_fit_options(**options: Any) -> None:
                 raise ConfigurationError(
                     "optimizer='lbfgs' takes full-batch steps over whole episodes and every agent, so it does not "
                     f"take {name}={options[name]!r}; pass {name}=None or optimizer='adam'"
+                )
+    if options.get("prior_selection") == "evidence":
+        for name in ("learn_q0", "learn_alpha", "learn_epsilon"):
+            if options.get(name):
+                raise ConfigurationError(
+                    f"prior_selection='evidence' needs a prior on every fitted quantity, and {name}=True learns one "
+                    f"without a prior; pass {name}=False or prior_selection='valid'"
                 )
     if options.get("burn_in") is not None and "round_window" in options and options["round_window"] is None:
         raise ConfigurationError("burn_in only applies to round windows; pass round_window=... as well")
@@ -263,7 +272,17 @@ class FitConfig:
     For families with a prior (``"interaction"``) whose ``model_kwargs`` do not set ``prior_scale`` and
     ``prior_decay``: a coordinate search (decay 0.25, 0.5, 1 at scale 1, then scales 0.3 and 3 at the best decay),
     each candidate trained on the same training episodes and scored on the validation episodes; the candidates
-    are in :attr:`FitResult.model_search`. Needs a validation split (``valid_fraction > 0``)."""
+    are in :attr:`FitResult.model_search`. Needs a validation split (``valid_fraction > 0``) unless
+    ``prior_selection="evidence"``."""
+    prior_selection: PriorSelection = "valid"
+    """how ``tune_prior`` scores a candidate prior: valid (its held-out NLL) or evidence (its Laplace evidence)
+
+    ``"evidence"`` scores each candidate by the Laplace approximation of the marginal likelihood of the *training*
+    episodes under that prior (:func:`~diml_inverse.uncertainty.information.laplace_log_evidence`: the MAP fit's
+    NLL and prior penalty plus half the log determinant of the posterior precision over the prior's), so it needs
+    no held-out episodes and uses every training episode to choose. It costs one float64 Hessian per candidate
+    (the model's parameters squared). The rows of :attr:`FitResult.model_search` then carry ``evidence_nll``
+    (minus the log evidence per agent-round), the score that chose."""
     learn_q0: bool = False
     """learn the initial scores Q(1) per agent and action"""
     learn_alpha: bool = False

@@ -30,7 +30,7 @@ from diml_inverse.fit_options import (
     check_fit_options_against_traces,
     estimate_fit_memory,
 )
-from diml_inverse.full_batch import FullBatchTrainer, search_prior
+from diml_inverse.full_batch import FullBatchTrainer, search_prior, search_prior_by_evidence
 from diml_inverse.likelihood import log_likelihood, trace_terms
 from diml_inverse.models import (
     PRIOR_FAMILIES,
@@ -708,18 +708,22 @@ def train_family(
         return checkpoints, None
 
     if tunes_prior(problem, config):
-        return search_prior(problem, config, train)
+        search = search_prior_by_evidence if config.prior_selection == "evidence" else search_prior
+        return search(problem, config, train)
     checkpoints, _ = train(problem)
     return problem, checkpoints, []
 
 
 def tunes_prior(problem: FitProblem, config: FitConfig) -> bool:
-    """Whether the fit searches its model's prior: a prior family, ``tune_prior``, a validation split, and no prior
-    argument set in ``model_kwargs``."""
+    """Whether the fit searches its model's prior: a prior family, ``tune_prior``, a validation split (or
+    ``prior_selection="evidence"``), and no prior argument set in ``model_kwargs``."""
     keys = PRIOR_FAMILIES.get(problem.model_name)
     if not keys or not config.tune_prior or not isinstance(config.model, str):
         return False
-    if not problem.valid.shape[0]:
-        logger.info("tune_prior needs a validation split (valid_fraction > 0): the prior's defaults are used")
+    if not problem.valid.shape[0] and config.prior_selection == "valid":
+        logger.info(
+            "tune_prior needs a validation split (valid_fraction > 0) or prior_selection='evidence': the prior's "
+            "defaults are used"
+        )
         return False
     return not any(key in (config.model_kwargs or {}) for key in keys)

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -30,7 +30,17 @@ if TYPE_CHECKING:
     from diml_inverse.config import FitConfig
     from diml_inverse.fit import Checkpoints, EpochCallback, FitProblem
 
-__all__ = ["LBFGS_ITERATIONS_PER_EPOCH", "FullBatchTrainer", "coordinate_search", "search_prior"]
+__all__ = [
+    "EVIDENCE_ROUNDS",
+    "EVIDENCE_TOLERANCE",
+    "EVIDENCE_TRUST",
+    "LBFGS_ITERATIONS_PER_EPOCH",
+    "FullBatchTrainer",
+    "coordinate_search",
+    "log_pattern_search",
+    "search_prior",
+    "search_prior_by_evidence",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +48,13 @@ logger = logging.getLogger(__name__)
 LBFGS_ITERATIONS_PER_EPOCH = 20
 #: An epoch that lowers the loss per agent-round by less than this (relative) ends the fit: it has converged.
 CONVERGED_CHANGE = 1e-6
+#: Trainings of the evidence search at most (``prior_selection="evidence"``).
+EVIDENCE_ROUNDS = 6
+#: The evidence search stops when its next prior is within this factor of the trained one in every argument.
+EVIDENCE_TOLERANCE = 1.5
+#: The evidence search moves each argument by at most this factor per round: the second-order prediction of the
+#: evidence is good within a few times the trained prior and wrong far from it.
+EVIDENCE_TRUST = 4.0
 
 
 class FullBatchTrainer:
@@ -199,6 +216,138 @@ def search_prior(
     for row in rows:
         row["selected"] = float(all(row[name] == value for name, value in best[3].items()))
     return best[1], best[2], rows
+
+
+def search_prior_by_evidence(
+    problem: FitProblem,
+    config: FitConfig,
+    train: Callable[[FitProblem], tuple[Checkpoints, Any]],
+) -> tuple[FitProblem, Checkpoints, list[dict[str, float]]]:
+    """Choose the prior of ``problem``'s model by its Laplace evidence on the training episodes
+    (``prior_selection="evidence"``; MacKay's evidence framework).
+
+    From the first values of the family's :data:`~diml_inverse.models.PRIOR_SEARCH` grid, each round trains the
+    model at the current prior (warm), expands its training NLL to second order
+    (:func:`~diml_inverse.uncertainty.information.evidence_expansion`: one Hessian) and maximises the expansion's
+    evidence over the prior's arguments (:func:`log_pattern_search`, milliseconds per prior: no refit). The next
+    round trains at that maximiser, each argument moved by at most :data:`EVIDENCE_TRUST`. Rounds stop when the
+    maximiser is within :data:`EVIDENCE_TOLERANCE` of the trained prior, when a round's evidence is no better than
+    the best so far (the prediction misled), when a candidate's fit diverges, or after :data:`EVIDENCE_ROUNDS`. The
+    winner is the trained candidate with the best held-out NLL when there is a validation split (the evidence
+    searches, the held-out episodes arbitrate among its few, well-separated candidates: the Laplace approximation is
+    poor where strong payoffs saturate the policies), else the one with the largest evidence.
+
+    Returns:
+        The winner's problem and checkpoints, and one row per trained candidate: the prior's arguments,
+        ``evidence_nll`` (minus the log evidence per agent-round), ``valid_nll`` (with a validation split),
+        ``epochs``, ``seconds`` and ``selected``. A candidate without a finite evidence never wins.
+    """
+    from diml_inverse.errors import FitDivergedError
+    from diml_inverse.uncertainty.information import evidence_expansion
+
+    model = problem.mechanism
+    arguments = PRIOR_SEARCH[model.family].arguments
+    prior = {name: values[0] for name, values in PRIOR_SEARCH[model.family].coordinates}
+    n_terms = problem.train.shape[0] * (problem.train.shape[1] - 1) * problem.train.shape[2]
+    start_extras = copy.deepcopy(problem.extras.state_dict())
+    rows: list[dict[str, float]] = []
+    best: tuple[float, FitProblem, Checkpoints, dict[str, float]] | None = None
+    warm = model.state_dict()
+    actions = problem.train.cpu()
+    best_evidence = math.inf
+    for _ in range(EVIDENCE_ROUNDS):
+        started = time.perf_counter()
+        candidate_model = type(model)(**{**model.config(), **prior})
+        candidate_model.load_state_dict(warm)
+        extras = copy.deepcopy(problem.extras)
+        extras.load_state_dict(start_extras)
+        candidate = dataclasses.replace(problem, mechanism=candidate_model.to(problem.device), extras=extras)
+        try:
+            checkpoints, _ = train(candidate)
+        except KeyboardInterrupt as stop:  # a FitInterrupted: keep the best finished candidate for fit to return
+            if best is not None:
+                stop.finished = (best[1], best[2])  # type: ignore[attr-defined]
+            raise
+        except FitDivergedError as diverged:  # an extreme prior (a precision of 1e15) can break float32 L-BFGS
+            if best is None:
+                raise
+            logger.info("prior search: %s diverged (%s): the search stops", prior, diverged)
+            break
+        warm = candidate_model.state_dict()
+        result = checkpoints.result(candidate, config, started, interrupted=False)
+        if result is None:  # no epoch finished
+            break
+        expansion = evidence_expansion(result, actions)
+        score = -expansion.log_evidence(result.mechanism, refit=False) / n_terms
+        row = {**prior, "evidence_nll": score}
+        if candidate.valid.shape[0] and checkpoints.best is not None:
+            row["valid_nll"] = checkpoints.best[0]
+        rows.append(
+            {
+                **row,
+                "epochs": float(len(checkpoints.history)),
+                "seconds": time.perf_counter() - started,
+                "selected": 0.0,
+            }
+        )
+        logger.info("prior search: %s: evidence NLL %.6f", prior, score)
+        choice = row.get("valid_nll", score) if math.isfinite(score) else math.inf
+        if best is None or choice < best[0]:
+            best = (choice, candidate, checkpoints, dict(prior))
+        if not score < best_evidence:  # no evidence, or the prediction misled: the search stops
+            break
+        best_evidence = score
+
+        def surrogate(values: dict[str, float]) -> float:
+            trial = type(model)(**{**model.config(), **values})
+            return -expansion.log_evidence(trial)  # noqa: B023 (used within the round)
+
+        region = {name: (prior[name] / EVIDENCE_TRUST, prior[name] * EVIDENCE_TRUST) for name in arguments}
+        proposal = log_pattern_search(surrogate, prior, bounds=region)
+        if all(abs(math.log(proposal[name] / prior[name])) <= math.log(EVIDENCE_TOLERANCE) for name in arguments):
+            break
+        prior = proposal
+    assert best is not None  # the first candidate ran
+    for row in rows:
+        row["selected"] = float(all(row[name] == value for name, value in best[3].items()))
+    return best[1], best[2], rows
+
+
+def log_pattern_search(
+    evaluate: Callable[[dict[str, float]], float],
+    start: dict[str, float],
+    *,
+    step: float = 4.0,
+    smallest_step: float = 1.05,
+    bounds: Mapping[str, tuple[float, float]] | tuple[float, float] = (1e-4, 1e4),
+) -> dict[str, float]:
+    """Minimise ``evaluate`` over positive arguments, on a log scale, from ``start``: each argument in turn is
+    multiplied or divided by ``step`` while that lowers the value; once a pass moves nothing the step is square-rooted,
+    down to ``smallest_step``. Values stay within ``bounds`` (one range for all, or one per argument; always within
+    1e-4 to 1e4) and are rounded to three significant digits."""
+    current = dict(start)
+    value = evaluate(current)
+    ranges = {
+        name: (max(low, 1e-4), min(high, 1e4))
+        for name in current
+        for low, high in [bounds[name] if isinstance(bounds, Mapping) else bounds]
+    }
+    while step >= smallest_step:
+        moved = False
+        for name in current:
+            low, high = ranges[name]
+            for factor in (step, 1 / step):
+                while True:
+                    trial = float(f"{min(max(current[name] * factor, low), high):.3g}")
+                    if trial == current[name]:
+                        break
+                    trial_value = evaluate({**current, name: trial})
+                    if not trial_value < value:
+                        break
+                    current[name], value, moved = trial, trial_value, True
+        if not moved:
+            step = math.sqrt(step)
+    return current
 
 
 def coordinate_search(grid: PriorGrid, evaluate: Callable[[dict[str, float]], float]) -> dict[str, float]:

@@ -406,8 +406,10 @@ class AnonymousMechanism(Mechanism):
         if flat.shape[0] <= self.rows_chunk_size:
             return rows(flat).reshape(*counts.shape, self.n_actions)
         chunks = []
+        # torch.func transforms (the Hessians of diml_inverse.uncertainty) take no saved-tensor hooks: no checkpoint
+        checkpointed = keep_graph and not torch._C._are_functorch_transforms_active()
         for chunk in flat.split(self.rows_chunk_size):
-            if keep_graph:
+            if checkpointed:
                 chunks.append(checkpoint(rows, chunk, use_reentrant=False))
             else:
                 chunks.append(rows(chunk))
