@@ -202,6 +202,91 @@ def record_traces(workload: Workload, directory: Path) -> mechgym.TraceDataset:
     return mechgym.load_traces(path)
 
 
+# -- whole blocks ----------------------------------------------------------------------------------------
+#: E1-E3 as the published ``main()`` runs them: (agents, actions, truth class, structured model class, tabular
+#: baseline); every block fits all its models for 100 epochs with the per-epoch evaluation.
+BLOCKS: dict[str, tuple[int, int, str, str | None, bool]] = {
+    "E1": (3, 6, "NeuralJointMechanism", None, True),
+    "E2": (4, 5, "CongestionParamMechanism", "CongestionParamMechanism", True),
+    "E3": (3, 7, "PublicGoodsParamMechanism", "PublicGoodsParamMechanism", False),
+}
+
+
+def published_block(ref: ModuleType, name: str, device: torch.device) -> float:
+    """Seconds of the published ``run_small_medium_experiment`` for block ``name``, with ``main()``'s settings."""
+    n, a, truth_class, structured_class, tabular = BLOCKS[name]
+
+    def model(class_name: str) -> nn.Module:
+        cls = getattr(ref, class_name)
+        return (cls(n, a, hidden=128, depth=2) if class_name == "NeuralJointMechanism" else cls(n, a)).to(device)
+
+    ref.set_seed(0)
+    truth = model(truth_class)
+    for parameter in truth.parameters():
+        parameter.requires_grad = False
+    diml = model("NeuralJointMechanism")
+    diml.init_args = (n, a, 128, 2)  # the published runner rebuilds DIML-Wrong from these
+    structured = model(structured_class) if structured_class is not None else None
+    arguments = {
+        "data_cfg": ref.DataCfg(n_episodes=60, horizon=60, train_frac_time=1.0, static_only_last_frac=0.0),
+        "train_cfg": ref.TrainCfg(
+            epochs=100, batch_size=32, lr=1e-3, trunc_bptt=50, verbose_every=10, reg_l2_pay=PAYOFF_L2
+        ),
+        "gen_cfg": ref.LearnerCfg(alpha=0.25, beta=3.0, eps=0.06),
+        "infer_cfg": ref.LearnerCfg(alpha=0.25, beta=3.0, eps=0.06),
+        "eval_cfg": ref.EvalCfg(
+            probe_k=8000, cf_alpha_scale=0.6, cf_beta_scale=1.4, cf_eps_scale=1.5, cf_initq_std=0.6, ece_bins=15
+        ),
+    }
+
+    def block() -> None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            ref.run_small_medium_experiment(
+                name, truth, diml, structured, n, a, device=device, enable_tabular=tabular, **arguments
+            )
+
+    return seconds(block, device)
+
+
+def our_block(name: str, device: torch.device) -> float:
+    """Seconds of our experiment runner's block ``name`` (seed 0: data, every method, per-epoch evaluation)."""
+    from diml_inverse.experiments.configs import experiment_config
+    from diml_inverse.experiments.runner import run_game
+
+    config = experiment_config(name.lower())
+    return seconds(lambda: run_game(config, config.games[0], 0, device=device, progress=False), device)
+
+
+BlockRow = tuple[str, list[float], list[float]]
+
+
+def run_blocks(ref: ModuleType, names: list[str], repeats: int, device: torch.device) -> list[BlockRow]:
+    """``(name, published seconds, our seconds)`` of each block, the two sides alternating."""
+    rows = []
+    for name in names:
+        published, ours = [], []
+        for _ in range(repeats):
+            published.append(published_block(ref, name, device))
+            ours.append(our_block(name, device))
+        print(f"{name} block: done, load average {load_average()}", file=sys.stderr, flush=True)
+        rows.append((name, published, ours))
+    return rows
+
+
+def print_blocks(rows: list[BlockRow]) -> None:
+    print(
+        "| block (all models, per-epoch evaluation) | published min / median (s) | ours min / median (s) "
+        "| ratio (minima) | ratio (medians) |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for name, published, ours in rows:
+        p_min, p_med, o_min, o_med = min(published), statistics.median(published), min(ours), statistics.median(ours)
+        print(
+            f"| {name} | {p_min:,.1f} / {p_med:,.1f} | {o_min:,.2f} / {o_med:,.2f} | {p_min / o_min:.1f}× "
+            f"| {p_med / o_med:.1f}× |"
+        )
+
+
 # -- one workload ----------------------------------------------------------------------------------------
 @dataclass
 class Row:
@@ -348,6 +433,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="alternating repeats (default 5; --quick 3)")
     parser.add_argument("--only", nargs="*", default=None, help="workloads whose name contains one of these")
     parser.add_argument(
+        "--blocks",
+        nargs="*",
+        default=None,
+        choices=sorted(BLOCKS),
+        help="time these whole blocks (E1 E2 E3: every model, 100 epochs, per-epoch evaluation; minutes each); "
+        "alone it runs only them, with --only or --quick the chosen workloads too",
+    )
+    parser.add_argument("--block-repeats", type=int, default=1, help="alternating repeats of each block (default 1)")
+    parser.add_argument(
         "--turn-seconds",
         type=float,
         default=0.25,
@@ -361,6 +455,8 @@ def main() -> None:
     ref = load_reference(args.reference_dir.resolve())
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
     chosen = [w for w in workloads() if not args.quick or w.quick]
+    if args.blocks and args.only is None and not args.quick:
+        chosen = []  # --blocks alone: only the blocks
     if args.only:
         chosen = [w for w in chosen if any(part in w.name for part in args.only)]
     started = time.perf_counter()
@@ -370,8 +466,12 @@ def main() -> None:
         for workload in chosen:
             rows.append(run(ref, workload, Path(directory), repeats, device, args.turn_seconds))
             print(f"{workload.name}: done, load average {load_average()}", file=sys.stderr, flush=True)
-    print_table(rows)
-    print(f"\n{repeats} alternating repeats, {time.perf_counter() - started:.0f} s; load average {load_average()}")
+    if rows:
+        print_table(rows)
+        print(f"\n{repeats} alternating repeats, {time.perf_counter() - started:.0f} s; load average {load_average()}")
+    if args.blocks:
+        print_blocks(run_blocks(ref, list(args.blocks), args.block_repeats, device))
+        print(f"\n{args.block_repeats} alternating repeats per block; load average {load_average()}")
 
 
 if __name__ == "__main__":
