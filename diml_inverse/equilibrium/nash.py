@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -155,6 +155,39 @@ class _Solver:
             scheduler.step()
 
 
+def _iterate(
+    game: EquilibriumGame,
+    observed: Any,
+    solver: _Solver,
+    iterations: int,
+    tol: float,
+    record_every: int,
+    progress: bool,
+    converged_at: Tensor,
+    record: Callable[[int, Tensor], None],
+) -> int:
+    """Run ``solver`` for up to ``iterations`` steps, marking ``converged_at`` and calling ``record``; the last step."""
+    step = 0
+    if game.has_best_response:  # exact exploitability at the start (without one, the deviation has not moved yet)
+        exploitability = _exploitability(game, game.full_parameters(solver.theta), observed, solver.deviation.detach())
+        converged_at[exploitability <= tol] = 0
+    if tol > 0 and bool((converged_at >= 0).all()):  # the start already makes the observation an equilibrium
+        record(0, exploitability)
+    else:
+        for step in tqdm(range(1, iterations + 1), desc="inverse_nash", disable=not progress, leave=False):
+            solver.step()
+            exploitability = _exploitability(
+                game, game.full_parameters(solver.theta), observed, solver.deviation.detach()
+            )
+            converged_at[(converged_at < 0) & (exploitability <= tol)] = step
+            done = tol > 0 and bool((converged_at >= 0).all())
+            if step % record_every == 0 or step == iterations or done:
+                record(step, exploitability)
+            if done:
+                break
+    return step
+
+
 def inverse_nash(
     game: EquilibriumGame,
     observed: Any,
@@ -233,22 +266,7 @@ def inverse_nash(
         for name, value in game.canonical_parameters({n: v.detach() for n, v in theta.items()}).items():
             params_records[name].append(value.clone())
 
-    step = 0
-    if game.has_best_response:  # exact exploitability at the start (without one, the deviation has not moved yet)
-        exploitability = _exploitability(game, game.full_parameters(theta), observed, solver.deviation.detach())
-        converged_at[exploitability <= tol] = 0
-    if tol > 0 and bool((converged_at >= 0).all()):  # the start already makes the observation an equilibrium
-        record(0, exploitability)
-    else:
-        for step in tqdm(range(1, iterations + 1), desc="inverse_nash", disable=not progress, leave=False):
-            solver.step()
-            exploitability = _exploitability(game, game.full_parameters(theta), observed, solver.deviation.detach())
-            converged_at[(converged_at < 0) & (exploitability <= tol)] = step
-            done = tol > 0 and bool((converged_at >= 0).all())
-            if step % record_every == 0 or step == iterations or done:
-                record(step, exploitability)
-            if done:
-                break
+    step = _iterate(game, observed, solver, iterations, tol, record_every, progress, converged_at, record)
     estimated = game.canonical_parameters({name: value.detach() for name, value in theta.items()})
     final_params = {n: v.detach() for n, v in game.full_parameters(estimated).items()}
     is_finite = isinstance(game, FiniteGame)
