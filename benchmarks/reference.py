@@ -227,13 +227,14 @@ def published_block(ref: ModuleType, name: str, device: torch.device) -> float:
     diml = model("NeuralJointMechanism")
     diml.init_args = (n, a, 128, 2)  # the published runner rebuilds DIML-Wrong from these
     structured = model(structured_class) if structured_class is not None else None
+    learner = ref.LearnerCfg(alpha=E1_E3_LEARNER.alpha, beta=E1_E3_LEARNER.beta, eps=E1_E3_LEARNER.epsilon)
     arguments = {
         "data_cfg": ref.DataCfg(n_episodes=60, horizon=60, train_frac_time=1.0, static_only_last_frac=0.0),
         "train_cfg": ref.TrainCfg(
             epochs=100, batch_size=32, lr=1e-3, trunc_bptt=50, verbose_every=10, reg_l2_pay=PAYOFF_L2
         ),
-        "gen_cfg": ref.LearnerCfg(alpha=0.25, beta=3.0, eps=0.06),
-        "infer_cfg": ref.LearnerCfg(alpha=0.25, beta=3.0, eps=0.06),
+        "gen_cfg": learner,
+        "infer_cfg": learner,
         "eval_cfg": ref.EvalCfg(
             probe_k=8000, cf_alpha_scale=0.6, cf_beta_scale=1.4, cf_eps_scale=1.5, cf_initq_std=0.6, ece_bins=15
         ),

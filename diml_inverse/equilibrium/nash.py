@@ -154,38 +154,33 @@ class _Solver:
         for scheduler in self.schedulers:
             scheduler.step()
 
+    def exploitability(self) -> Tensor:
+        """Every market's exploitability at the current parameters against the current deviation."""
+        return _exploitability(self.game, self.game.full_parameters(self.theta), self.observed, self.deviation.detach())
 
-def _iterate(
-    game: EquilibriumGame,
-    observed: Any,
-    solver: _Solver,
-    iterations: int,
-    tol: float,
-    record_every: int,
-    progress: bool,
-    converged_at: Tensor,
-    record: Callable[[int, Tensor], None],
-) -> int:
-    """Run ``solver`` for up to ``iterations`` steps, marking ``converged_at`` and calling ``record``; the last step."""
-    step = 0
-    if game.has_best_response:  # exact exploitability at the start (without one, the deviation has not moved yet)
-        exploitability = _exploitability(game, game.full_parameters(solver.theta), observed, solver.deviation.detach())
-        converged_at[exploitability <= tol] = 0
-    if tol > 0 and bool((converged_at >= 0).all()):  # the start already makes the observation an equilibrium
-        record(0, exploitability)
-    else:
+    def run(
+        self, iterations: int, tol: float, record_every: int, progress: bool, record: Callable[[int, Tensor], None]
+    ) -> tuple[int, Tensor]:
+        """Step up to ``iterations`` times, calling ``record``; the last step and each market's first step at which
+        its exploitability was at most ``tol`` (-1: never)."""
+        converged_at = torch.full(self.game.batch_shape(self.observed), -1, dtype=torch.long)
+        step = 0
+        if self.game.has_best_response:  # exact exploitability at the start (without one, the deviation has not moved)
+            exploitability = self.exploitability()
+            converged_at[exploitability <= tol] = 0
+        if tol > 0 and bool((converged_at >= 0).all()):  # the start already makes the observation an equilibrium
+            record(0, exploitability)
+            return step, converged_at
         for step in tqdm(range(1, iterations + 1), desc="inverse_nash", disable=not progress, leave=False):
-            solver.step()
-            exploitability = _exploitability(
-                game, game.full_parameters(solver.theta), observed, solver.deviation.detach()
-            )
+            self.step()
+            exploitability = self.exploitability()
             converged_at[(converged_at < 0) & (exploitability <= tol)] = step
             done = tol > 0 and bool((converged_at >= 0).all())
             if step % record_every == 0 or step == iterations or done:
                 record(step, exploitability)
             if done:
                 break
-    return step
+        return step, converged_at
 
 
 def inverse_nash(
@@ -255,7 +250,6 @@ def inverse_nash(
     theta = _initial(game, names, observed, batch, init, box)
     solver = _Solver(game, observed, method, theta, box, inner_steps, lr, deviation_lr)
     solver.add_schedule(schedule, iterations)
-    converged_at = torch.full(batch, -1, dtype=torch.long)
     records: list[Tensor] = []
     record_steps: list[int] = []
     params_records: dict[str, list[Tensor]] = {name: [] for name in names}
@@ -266,7 +260,7 @@ def inverse_nash(
         for name, value in game.canonical_parameters({n: v.detach() for n, v in theta.items()}).items():
             params_records[name].append(value.clone())
 
-    step = _iterate(game, observed, solver, iterations, tol, record_every, progress, converged_at, record)
+    step, converged_at = solver.run(iterations, tol, record_every, progress, record)
     estimated = game.canonical_parameters({name: value.detach() for name, value in theta.items()})
     final_params = {n: v.detach() for n, v in game.full_parameters(estimated).items()}
     is_finite = isinstance(game, FiniteGame)
