@@ -278,7 +278,7 @@ class FitConfig:
     """how ``tune_prior`` scores a candidate prior: valid (its held-out NLL) or evidence (its Laplace evidence)
 
     ``"evidence"`` scores each candidate by the Laplace approximation of the marginal likelihood of the *training*
-    episodes under that prior (:func:`~diml_inverse.uncertainty.information.laplace_log_evidence`: the MAP fit's
+    episodes under that prior (:func:`~diml_inverse.uncertainty.evidence.laplace_log_evidence`: the MAP fit's
     NLL and prior penalty plus half the log determinant of the posterior precision over the prior's), so it needs
     no held-out episodes and uses every training episode to choose. It costs one float64 Hessian per candidate
     (the model's parameters squared). The rows of :attr:`FitResult.model_search` then carry ``evidence_nll``

@@ -228,7 +228,7 @@ def search_prior_by_evidence(
 
     From the first values of the family's :data:`~diml_inverse.models.PRIOR_SEARCH` grid, each round trains the
     model at the current prior (warm), expands its training NLL to second order
-    (:func:`~diml_inverse.uncertainty.information.evidence_expansion`: one Hessian) and maximises the expansion's
+    (:func:`~diml_inverse.uncertainty.evidence.evidence_expansion`: one Hessian) and maximises the expansion's
     evidence over the prior's arguments (:func:`log_pattern_search`, milliseconds per prior: no refit). The next
     round trains at that maximiser, each argument moved by at most :data:`EVIDENCE_TRUST`. Rounds stop when the
     maximiser is within :data:`EVIDENCE_TOLERANCE` of the trained prior, when a round's evidence is no better than
@@ -243,7 +243,7 @@ def search_prior_by_evidence(
         ``epochs``, ``seconds`` and ``selected``. A candidate without a finite evidence never wins.
     """
     from diml_inverse.errors import FitDivergedError
-    from diml_inverse.uncertainty.information import evidence_expansion
+    from diml_inverse.uncertainty.evidence import evidence_expansion
 
     model = problem.mechanism
     arguments = PRIOR_SEARCH[model.family].arguments

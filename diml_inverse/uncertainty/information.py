@@ -27,15 +27,13 @@ from mechgym.mechanisms import Mechanism
 
 __all__ = [
     "GAUGE_INVARIANT_RULES",
-    "EvidenceExpansion",
     "FlatFit",
     "Information",
     "StandardErrorsError",
-    "evidence_expansion",
     "flat_fit",
     "has_prior",
+    "hessian_columns",
     "identified_information",
-    "laplace_log_evidence",
     "posterior_information",
 ]
 
@@ -43,8 +41,6 @@ __all__ = [
 #: rules). Others (bandit-Q reads only realised payoffs) get the raw counterfactual payoffs as identified quantities.
 GAUGE_INVARIANT_RULES: frozenset[str] = frozenset({"logit_q", "hedge", "smooth_fp"})
 _CHUNK = 64
-#: Hessian eigenvalues below this times the largest are zero in the evidence (the float32 Hessian's resolution).
-_EVIDENCE_RESOLUTION = 1e-6
 
 
 class StandardErrorsError(MechGymError):
@@ -231,7 +227,7 @@ def _identified_basis(flat: FlatFit, actions: Tensor, gauge: bool, tolerance: fl
     return vectors[:, values > tolerance * top]
 
 
-def _hessian_columns(flat: FlatFit, actions: Tensor, directions: Tensor, prior: bool = False) -> Tensor:
+def hessian_columns(flat: FlatFit, actions: Tensor, directions: Tensor, prior: bool = False) -> Tensor:
     """``H @ directions`` for the Hessian ``H`` of the total NLL at ``theta`` (forward-over-reverse, in chunks);
     with ``prior``, of the NLL plus the mechanism's prior penalty (the negative log posterior)."""
 
@@ -276,7 +272,7 @@ def identified_information(
     """
     flat = flat_fit(result)
     basis = _identified_basis(flat, actions, gauge, basis_tolerance)
-    reduced = basis.T @ _hessian_columns(flat, actions, basis)
+    reduced = basis.T @ hessian_columns(flat, actions, basis)
     reduced = (reduced + reduced.T) / 2
     values, vectors = torch.linalg.eigh(reduced)
     top = float(values.abs().max())
@@ -325,7 +321,7 @@ def posterior_information(
         )
     flat = flat_fit(result)
     n_params = flat.theta.numel()
-    hessian = _hessian_columns(flat, actions, torch.eye(n_params, dtype=torch.float64), prior=True)
+    hessian = hessian_columns(flat, actions, torch.eye(n_params, dtype=torch.float64), prior=True)
     values, vectors = torch.linalg.eigh((hessian + hessian.T) / 2)
     top = float(values.abs().max())
     if top <= 0 or float(values.min()) < -negative_tolerance * top:
@@ -346,149 +342,3 @@ def posterior_information(
         smallest_eigenvalue=float(values.min() / top) if values.numel() else math.nan,
     )
     return flat, information
-
-
-@dataclass(frozen=True, eq=False)
-class EvidenceExpansion:
-    """The training NLL of a MAP fit to second order, ``NLL(theta) ~ nll + g^T d + d^T H d / 2`` with
-    ``d = theta - theta_hat``, from which :meth:`log_evidence` gives the Laplace evidence under *any* Gaussian prior
-    on the same parameters without refitting (see :func:`evidence_expansion`).
-
-    Attributes:
-        flat: The fit as a flat float64 vector (its module holds the fitted learner quantities).
-        nll: The training NLL at ``theta_hat`` (summed over the episodes).
-        gradient: ``g``, its gradient ``[P]`` (about minus the prior's at a converged MAP fit).
-        hessian: ``H``, its Hessian ``[P, P]`` (float64; computed in float32, relative error ~1e-7), made positive
-            semi-definite.
-        mechanism: ``[P]``, True for the mechanism's parameters (the ones with a prior; learned learner quantities
-            have a flat prior, the same for every candidate).
-    """
-
-    flat: FlatFit
-    nll: float
-    gradient: Tensor
-    hessian: Tensor
-    mechanism: Tensor
-
-    def prior_precision(self, mechanism: Mechanism) -> Tensor:
-        """``[P, P]``: the Hessian of ``mechanism``'s prior penalty on the expansion's parameters (zero on the learner
-        quantities). ``mechanism`` has the fit's parameter layout (the family with other prior arguments)."""
-        module = _Fitted(copy.deepcopy(mechanism).cpu().double(), self.flat.module.learner, None)
-        names = [name for name in self.flat.names if name.startswith("mechanism.")]
-        size = int(self.mechanism.sum())
-        theta = self.flat.theta[self.mechanism]
-
-        def penalty(values: Tensor) -> Tensor:
-            params, start = {}, 0
-            for name in names:
-                shape = self.flat.shapes[self.flat.names.index(name)]
-                params[name] = values[start : start + math.prod(shape)].reshape(shape)
-                start += math.prod(shape)
-            return functional_call(module, params, (None, None))
-
-        block = vmap(lambda v: jvp(grad_of(penalty), (theta,), (v,))[1])(torch.eye(size, dtype=torch.float64))
-        precision = torch.zeros_like(self.hessian)
-        index = self.mechanism.nonzero()[:, 0]
-        precision[index[:, None], index[None, :]] = (block + block.T) / 2
-        return precision
-
-    def log_evidence(self, mechanism: Mechanism, refit: bool = True) -> float:
-        """The Laplace log evidence of the training episodes under ``mechanism``'s prior, up to a constant common to
-        every prior: ``-(NLL + R)(theta_1) - log det(I + L^-1 H L^-T) / 2``, where ``P = L L^T`` is the prior's
-        precision, ``R = theta^T P theta / 2`` and the determinant is ``det(H + P) / det P``, computed whitened so
-        that a flat prior in directions the data do not see cancels exactly.
-
-        With ``refit`` (for another prior), ``theta_1 = theta_hat + (H + P)^-1 (H theta_hat - g) - theta_hat`` is the
-        MAP of the quadratic model: a prediction that is good within a factor of a few of the fit's own prior and
-        wrong far from it (where the step leaves the quadratic region). Without, ``theta_1 = theta_hat``: the
-        Laplace evidence of the fit itself, at its own prior. ``-inf`` where the prior is not proper.
-
-        Raises:
-            StandardErrorsError: the fit has learned learner quantities (they have no prior).
-        """
-        if not bool(self.mechanism.all()):
-            raise StandardErrorsError(
-                "the evidence needs a prior on every fitted quantity; learned learner quantities (learn_q0, "
-                "learn_alpha, learn_epsilon) have none"
-            )
-        precision = self.prior_precision(mechanism)
-        diagonal = precision.diagonal()
-        theta_hat = self.flat.theta
-        target = self.hessian @ theta_hat - self.gradient
-        if bool((precision == torch.diag(diagonal)).all()):  # a diagonal precision (interaction): O(P^2) whitening
-            if not bool((diagonal > 0).all()):
-                return -math.inf
-            scale = diagonal.rsqrt()  # L^-1 = diag(scale)
-            whitened = self.hessian * scale[:, None] * scale[None, :]
-            factor, info = torch.linalg.cholesky_ex(whitened + torch.eye(len(scale), dtype=whitened.dtype))
-            theta = scale * torch.cholesky_solve((scale * target)[:, None], factor)[:, 0]
-        else:
-            prior_factor, prior_info = torch.linalg.cholesky_ex(precision)
-            if int(prior_info):
-                return -math.inf
-            inverse = torch.linalg.solve_triangular(
-                prior_factor, torch.eye(len(diagonal), dtype=precision.dtype), upper=False
-            )
-            whitened = inverse @ self.hessian @ inverse.T
-            factor, info = torch.linalg.cholesky_ex(
-                (whitened + whitened.T) / 2 + torch.eye(len(diagonal), dtype=whitened.dtype)
-            )
-            theta = inverse.T @ torch.cholesky_solve((inverse @ target)[:, None], factor)[:, 0]
-        if int(info):
-            return -math.inf
-        if not refit:
-            theta = theta_hat
-        step = theta - theta_hat
-        nll = self.nll + float(self.gradient @ step) + 0.5 * float(step @ self.hessian @ step)
-        penalty = 0.5 * float(theta @ precision @ theta)
-        return -nll - penalty - float(factor.diagonal().log().sum())
-
-
-def evidence_expansion(result: FitResult, actions: Tensor) -> EvidenceExpansion:
-    """The :class:`EvidenceExpansion` of a MAP fit on its training ``actions`` ``[E, T, N]``: one Hessian of the
-    NLL (``P`` Hessian-vector products, in float32: half the time of float64, the log determinant moves by ~1e-4
-    nats), its gradient and value. The Hessian's eigenvalues below ``1e-6`` of the largest are set to zero: the
-    float32 noise in the directions the data do not see (the gauge, unvisited contexts), and the negative ones the
-    exploration mixture gives where a policy saturates (strong payoffs make the NLL non-convex there), so every
-    proper prior has a finite evidence.
-
-    Raises:
-        StandardErrorsError: the model has no prior.
-    """
-    if not has_prior(result):
-        raise StandardErrorsError(
-            f"the fitted {type(result.mechanism).__name__} has no prior (prior_penalty is None): it has no evidence"
-        )
-    flat = flat_fit(result)
-    single = FlatFit(copy.deepcopy(flat.module).float(), flat.names, flat.shapes, flat.theta.float())
-    n_params = flat.theta.numel()
-    hessian = _hessian_columns(single, actions, torch.eye(n_params)).double()
-    gradient, value = torch.func.grad_and_value(lambda theta: -flat.call(theta, actions).sum())(flat.theta)
-    mechanism = torch.cat(
-        [
-            torch.full((math.prod(shape),), name.startswith("mechanism."))
-            for name, shape in zip(flat.names, flat.shapes, strict=True)
-        ]
-    )
-    values, vectors = torch.linalg.eigh((hessian + hessian.T) / 2)
-    # eigenvalues below float32's resolution are zero (gauge and unvisited directions, where a nearly flat prior must
-    # cancel exactly); negative ones come from the exploration mixture where a policy saturates (NLL not convex)
-    values = torch.where(values > _EVIDENCE_RESOLUTION * values.abs().max(), values, torch.zeros_like(values))
-    hessian = (vectors * values) @ vectors.T
-    return EvidenceExpansion(flat, float(value), gradient.detach(), (hessian + hessian.T) / 2, mechanism)
-
-
-def laplace_log_evidence(result: FitResult, actions: Tensor) -> float:
-    """The Laplace approximation of the log marginal likelihood of ``actions`` under ``result``'s model and prior.
-
-    ``log p(D) ~ -NLL(theta) - R(theta) - 0.5 log det H + 0.5 log det P`` at the MAP ``theta``, where ``R`` is the
-    model's prior penalty (a Gaussian's negative log density up to its constant), ``P`` its Hessian (the prior
-    precision, constant for a Gaussian prior) and ``H`` the Hessian of ``NLL + R``. Constants that do not depend on
-    the prior (``2 pi`` factors, the flat prior of learned learner quantities) are dropped, so the value compares
-    priors of one model family on the same data: the larger, the better the prior explains the data (MacKay's
-    evidence; it needs no held-out episodes). ``-inf`` where a Hessian is not positive definite.
-
-    Raises:
-        StandardErrorsError: the model has no prior.
-    """
-    return evidence_expansion(result, actions).log_evidence(result.mechanism, refit=False)

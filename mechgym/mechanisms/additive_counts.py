@@ -103,3 +103,20 @@ class AdditiveCountMechanism(AnonymousMechanism):
         steps = (self.curves.diff(dim=-1).square() * weight).sum() / self.prior_step**2
         levels = (self.main.square().sum() + (self.curves.square() * weight).sum()) / self.prior_scale**2
         return 0.5 * (steps + levels)
+
+    def prior_precision(self) -> Tensor:
+        """``[P, P]`` over ``(main, curves)`` flattened: ``I / prior_scale**2`` on the main effects and, on each curve,
+        ``w**2 (D / prior_step**2 + I / prior_scale**2)`` with ``D`` the random walk's path Laplacian (tridiagonal).
+        """
+        a, n = self.n_actions, self.n_agents
+        dtype, device = self.curves.dtype, self.curves.device
+        walk = torch.zeros(n, n, dtype=dtype, device=device)
+        if n > 1:
+            walk -= torch.diag(torch.ones(n - 1, dtype=dtype, device=device), 1)
+            walk -= torch.diag(torch.ones(n - 1, dtype=dtype, device=device), -1)
+            walk -= torch.diag(walk.sum(1))
+        curve = walk / self.prior_step**2 + torch.eye(n, dtype=dtype, device=device) / self.prior_scale**2
+        own = torch.eye(a, dtype=torch.bool, device=device).reshape(-1)
+        weights = torch.where(own, 1.0, self.prior_cross**-2).to(dtype)  # [A * A]
+        blocks = [torch.eye(a, dtype=dtype, device=device) / self.prior_scale**2, *(w * curve for w in weights)]
+        return torch.block_diag(*blocks)

@@ -261,6 +261,14 @@ class Mechanism(nn.Module):
         """
         return None
 
+    def prior_precision(self) -> Tensor | None:
+        """The Hessian of :meth:`prior_penalty` (a Gaussian prior's precision) in closed form, over the mechanism's
+        parameters flattened in ``parameters()`` order: ``[P]`` when the prior is independent across parameters (the
+        diagonal), else ``[P, P]``. ``None`` (the default): not known, and the evidence computes it by automatic
+        differentiation (``P`` Hessian-vector products of the penalty).
+        """
+        return None
+
     def payoff_table(self) -> Tensor:
         """Payoffs of every joint action, ``[A**N, N]`` in the order of :func:`all_joint_actions`.
 

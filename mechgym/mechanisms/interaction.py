@@ -124,3 +124,7 @@ class InteractionMechanism(Mechanism):
     def prior_penalty(self) -> Tensor:
         """The negative log prior up to a constant: ``0.5 * sum_k theta_k**2 / sigma_k**2``."""
         return 0.5 * (self._precision.to(self.theta.dtype) * self.theta.square()).sum()
+
+    def prior_precision(self) -> Tensor:
+        """``[P]``: ``1 / sigma_k**2``, the diagonal of the prior's precision (independent parameters)."""
+        return self._precision.to(self.theta.dtype)

@@ -15,9 +15,16 @@ import mechgym
 from diml_inverse.experiments.zoo import register_zoo, zoo_game
 from diml_inverse.full_batch import log_pattern_search
 from diml_inverse.likelihood import log_likelihood
-from diml_inverse.uncertainty.information import StandardErrorsError, evidence_expansion, laplace_log_evidence
+from diml_inverse.uncertainty.evidence import (
+    _hessian,
+    _probe_groups,
+    connected_components,
+    evidence_expansion,
+    laplace_log_evidence,
+)
+from diml_inverse.uncertainty.information import StandardErrorsError, flat_fit, hessian_columns
 from mechgym.errors import ConfigurationError
-from mechgym.mechanisms import InteractionMechanism
+from mechgym.mechanisms import AdditiveCountMechanism, InteractionMechanism, Mechanism
 from mechgym.traces import TraceDataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -210,3 +217,56 @@ def test_additive_count_evidence_equals_a_dense_float64_computation() -> None:
         + 0.5 * float(torch.linalg.slogdet(precision)[1])
     )
     assert laplace_log_evidence(result, actions) == pytest.approx(expected, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    "mechanism",
+    [
+        InteractionMechanism(3, 3, prior_scale=0.5, prior_decay=0.3),
+        AdditiveCountMechanism(5, 3, prior_step=0.3, prior_scale=2.0, prior_cross=0.1),
+    ],
+    ids=["interaction", "additive_counts"],
+)
+def test_closed_form_prior_precisions_equal_the_penalty_hessian(mechanism: Mechanism) -> None:
+    model = copy.deepcopy(mechanism).double()
+    names = [name for name, _ in model.named_parameters()]
+    shapes = [parameter.shape for parameter in model.parameters()]
+
+    def penalty(flat: torch.Tensor) -> torch.Tensor:
+        values, start = {}, 0
+        for name, shape in zip(names, shapes, strict=True):
+            values[name] = flat[start : start + shape.numel()].reshape(shape)
+            start += shape.numel()
+        with torch.nn.utils.stateless._reparametrize_module(model, values):
+            return model.prior_penalty()
+
+    size = sum(shape.numel() for shape in shapes)
+    expected = torch.autograd.functional.hessian(penalty, torch.randn(size, dtype=torch.float64))
+    closed = model.prior_precision()
+    closed = torch.diag(closed) if closed.dim() == 1 else closed
+    torch.testing.assert_close(closed, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_connected_components_of_a_pattern() -> None:
+    pattern = torch.zeros(7, 7, dtype=torch.bool)
+    for i, j in [(0, 3), (3, 5), (1, 2), (6, 6)]:  # a chain 0-3-5, a pair 1-2, singletons 4 and 6
+        pattern[i, j] = True
+    blocks = [block.tolist() for block in connected_components(pattern)]
+    assert blocks == [[0, 3, 5], [1, 2], [4], [6]]
+    chain = torch.diag(torch.ones(199, dtype=torch.bool), 1)  # a long random-walk curve is one component
+    assert [block.numel() for block in connected_components(chain)] == [200]
+
+
+def test_the_grouped_hessian_equals_one_product_per_parameter(traces: TraceDataset) -> None:
+    """One Hessian-vector product probes one parameter of every agent at once (the agents' payoff parameters do not
+    interact in the likelihood): the assembled Hessian is the one of P separate products, and block-diagonal."""
+    result = _map_fit(traces, prior_scale=1.0, prior_decay=0.5)
+    flat = flat_fit(result)
+    actions = traces.actions_tensor()
+    groups = _probe_groups(flat, actions)
+    assert groups is not None and len(groups) == 3
+    grouped = _hessian(flat, actions)
+    full = hessian_columns(flat, actions, torch.eye(flat.theta.numel(), dtype=torch.float64))
+    torch.testing.assert_close(grouped, full, rtol=1e-9, atol=1e-9 * float(full.abs().max()))
+    expansion = evidence_expansion(result, actions)
+    assert len(expansion.blocks) >= 3  # one per agent at least (unread parameters are blocks of their own)
