@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.func import functional_call, jvp, vmap
+from torch.func import functional_call, jacrev, jvp, vmap
 from torch.func import grad as grad_of
 
 from diml_inverse.result import FitResult
@@ -39,7 +39,8 @@ from diml_inverse.uncertainty.information import (
     hessian_columns,
     visited_contexts,
 )
-from mechgym.mechanisms import Mechanism
+from mechgym.mechanisms import Mechanism, TabularMechanism
+from mechgym.mechanisms.base import all_joint_actions
 
 __all__ = ["EvidenceExpansion", "evidence_expansion", "laplace_log_evidence"]
 
@@ -102,6 +103,63 @@ def _probe_groups(flat: FlatFit, actions: Tensor) -> list[Tensor] | None:
 
 
 def _hessian(flat: FlatFit, actions: Tensor) -> Tensor:
+    """The Hessian ``[P, P]`` of the total NLL: through the payoff table when the game has one with fewer entries
+    than the model has parameters (:func:`_table_hessian`), else by :func:`_grouped_hessian`."""
+    through_table = _table_hessian(flat, actions)
+    return _grouped_hessian(flat, actions) if through_table is None else through_table
+
+
+def _table_hessian(flat: FlatFit, actions: Tensor) -> Tensor | None:
+    """The Hessian of ``NLL(T(theta))`` by the chain rule through the payoff table ``T`` ``[A**N, N]``:
+    ``J^T H_T J + sum_k (dNLL/dT_k) d2T_k/dtheta2``, with ``H_T`` the Hessian of the free-table model (one product per
+    table entry of an agent, fewer than the model's parameters when the model over-parametrises the table, as the
+    interaction model with all its orders does) and the second term zero when ``T`` is linear in ``theta`` (its
+    Jacobian the same at a perturbed point). ``None`` when the route does not apply or would not be cheaper."""
+    mechanism = flat.module.mechanism
+    n_params = flat.theta.numel()
+    n_entries = mechanism.n_joint_actions * mechanism.n_agents
+    if (
+        any(not name.startswith("mechanism.") for name in flat.names)
+        or mechanism.n_joint_actions > mechanism.max_table_size
+        or n_entries >= n_params
+    ):
+        return None
+    joint = all_joint_actions(mechanism.n_agents, mechanism.n_actions)
+
+    def table_of(theta: Tensor) -> Tensor:
+        params = {name.removeprefix("mechanism."): value for name, value in flat.params(theta).items()}
+        return functional_call(mechanism, params, (joint,)).reshape(-1)
+
+    generator = torch.Generator().manual_seed(2)
+    noise = torch.randn(flat.theta.shape, generator=generator, dtype=flat.theta.dtype)
+    jacobian = jacrev(table_of)(flat.theta)  # [A**N * N, P]
+    linear = torch.equal(jacobian, jacrev(table_of)(flat.theta + 0.1 * noise * (flat.theta.abs() + 1)))
+    table = TabularMechanism(mechanism.n_agents, mechanism.n_actions).to(flat.theta.dtype)
+    free = FlatFit(
+        _Fitted(table, flat.module.learner, None),
+        ("mechanism.table",),
+        (table.table.shape,),
+        table_of(flat.theta).detach(),
+    )
+    table_hessian = _grouped_hessian(free, actions)
+    hessian = jacobian.T @ table_hessian @ jacobian
+    if not linear:
+        weights = torch.func.grad(lambda values: -free.call(values, actions).sum())(free.theta)
+
+        def weighted(theta: Tensor) -> Tensor:
+            return weights @ table_of(theta)
+
+        def product(v: Tensor) -> Tensor:
+            return jvp(grad_of(weighted), (flat.theta,), (v,))[1]
+
+        eye = torch.eye(n_params, dtype=flat.theta.dtype)
+        hessian += torch.cat(
+            [vmap(product, in_dims=1, out_dims=1)(eye[:, k : k + 64]) for k in range(0, n_params, 64)], 1
+        )
+    return hessian
+
+
+def _grouped_hessian(flat: FlatFit, actions: Tensor) -> Tensor:
     """The Hessian ``[P, P]`` of the total NLL, with one Hessian-vector product per parameter of the largest probe
     group (:func:`_probe_groups`) instead of one per parameter, and one more with a random direction to check that
     the groups do not interact (else every parameter is probed alone)."""
@@ -141,6 +199,8 @@ class EvidenceExpansion:
             have a flat prior, the same for every candidate).
         blocks: The parameters in groups that neither ``H`` nor the fit's prior precision couples (the connected
             components of their pattern); the evidence factorises over them.
+        roots: Per size of :attr:`blocks`: their indices ``[B, s]`` and square roots ``R`` ``[B, s, r]`` of their
+            Hessians (``H_b = R R^T``; ``r`` the largest rank in the group); empty: computed from :attr:`hessian`.
     """
 
     flat: FlatFit
@@ -149,6 +209,7 @@ class EvidenceExpansion:
     hessian: Tensor
     mechanism: Tensor
     blocks: tuple[Tensor, ...]
+    roots: tuple[tuple[Tensor, Tensor], ...] = ()
 
     def prior_precision(self, mechanism: Mechanism) -> Tensor:
         """``[P, P]``: the Hessian of ``mechanism``'s prior penalty on the expansion's parameters (zero on the learner
@@ -204,33 +265,42 @@ class EvidenceExpansion:
         precision = self._mechanism_precision(mechanism)  # every parameter is the mechanism's
         pieces = self._pieces
         if precision.dim() == 2 and _couples(precision, self.blocks):  # this prior's pattern joins blocks: one block
-            pieces = self._pieces_of((torch.arange(len(self.gradient)),))
+            whole = torch.arange(len(self.gradient))[None]
+            pieces = self._pieces_of(((whole, _square_roots(self.hessian[None], 0.0)),))
         theta_hat = self.flat.theta
         theta = torch.empty_like(theta_hat)
         log_det, curvature = 0.0, 0.0
-        for index, hessian, target in pieces:  # [B, s], [B, s, s], [B, s]
-            eye = torch.eye(index.shape[1], dtype=hessian.dtype)
+        for index, root, target in pieces:  # [B, s], [B, s, r], [B, s]
             if precision.dim() == 1:  # diagonal: L^-1 = diag(scale)
                 diagonal = precision[index]
                 if not bool((diagonal > 0).all()):
                     return -math.inf
                 scale = diagonal.rsqrt()
-                factor, info = torch.linalg.cholesky_ex(hessian * scale[:, :, None] * scale[:, None, :] + eye)
-                block = scale * torch.cholesky_solve((scale * target)[..., None], factor)[..., 0]
+                whitened_root, whitened_target = scale[..., None] * root, scale * target
             else:
-                prior_factor, prior_info = torch.linalg.cholesky_ex(precision[index[:, :, None], index[:, None, :]])
-                if bool(prior_info.any()):
+                factor, info = torch.linalg.cholesky_ex(precision[index[:, :, None], index[:, None, :]])
+                if bool(info.any()):
                     return -math.inf
-                inverse = torch.linalg.solve_triangular(prior_factor, eye.expand_as(prior_factor), upper=False)
-                whitened = inverse @ hessian @ inverse.transpose(-1, -2)
-                factor, info = torch.linalg.cholesky_ex((whitened + whitened.transpose(-1, -2)) / 2 + eye)
-                solved = torch.cholesky_solve((inverse @ target[..., None]), factor)
-                block = (inverse.transpose(-1, -2) @ solved)[..., 0]
-            if bool(info.any()):
-                return -math.inf
-            log_det += float(factor.diagonal(dim1=-2, dim2=-1).log().sum())
-            step = (block if refit else theta_hat[index]) - theta_hat[index]
-            curvature += float((step[:, None, :] @ hessian @ step[:, :, None]).sum())
+                whitened_root = torch.linalg.solve_triangular(factor, root, upper=False)
+                whitened_target = torch.linalg.solve_triangular(factor, target[..., None], upper=False)[..., 0]
+            # det(I + W W^T) = det(I + W^T W) and (I + W W^T)^-1 u = u - W (I + W^T W)^-1 W^T u, W = L^-1 R: r x r
+            solved = whitened_target
+            if root.shape[-1]:
+                gram = whitened_root.transpose(-1, -2) @ whitened_root
+                gram.diagonal(dim1=-2, dim2=-1).add_(1.0)
+                gram_factor = torch.linalg.cholesky(gram)  # I + W^T W is positive definite
+                log_det += float(gram_factor.diagonal(dim1=-2, dim2=-1).log().sum())
+                projected = torch.cholesky_solve(
+                    whitened_root.transpose(-1, -2) @ whitened_target[..., None], gram_factor
+                )
+                solved = whitened_target - (whitened_root @ projected)[..., 0]
+            if precision.dim() == 1:
+                block = scale * solved
+            else:
+                block = torch.linalg.solve_triangular(factor.transpose(-1, -2), solved[..., None], upper=True)[..., 0]
+            if refit:
+                step = block - theta_hat[index]
+                curvature += float((root.transpose(-1, -2) @ step[..., None]).square().sum())
             theta[index] = block
         if not refit:
             theta = theta_hat
@@ -240,16 +310,32 @@ class EvidenceExpansion:
 
     @functools.cached_property
     def _pieces(self) -> list[tuple[Tensor, Tensor, Tensor]]:
-        """Per size of :attr:`blocks`: their indices ``[B, s]``, Hessian blocks ``[B, s, s]`` and the Newton targets
-        ``H theta_hat - g`` ``[B, s]`` (gathered once for every prior the search tries)."""
-        return self._pieces_of(self.blocks)
+        """Per size of :attr:`blocks`: their indices ``[B, s]``, Hessian square roots ``[B, s, r]`` and the Newton
+        targets ``H theta_hat - g`` ``[B, s]`` (gathered once for every prior the search tries)."""
+        roots = self.roots or tuple(
+            (index, _square_roots(self.hessian[index[:, :, None], index[:, None, :]], 0.0))
+            for index in _batches(list(self.blocks))
+        )
+        return self._pieces_of(roots)
 
-    def _pieces_of(self, blocks: tuple[Tensor, ...]) -> list[tuple[Tensor, Tensor, Tensor]]:
+    def _pieces_of(self, roots: tuple[tuple[Tensor, Tensor], ...]) -> list[tuple[Tensor, Tensor, Tensor]]:
         target = self.hessian @ self.flat.theta - self.gradient
-        return [
-            (index, self.hessian[index[:, :, None], index[:, None, :]], target[index])
-            for index in _batches(list(blocks))
-        ]
+        return [(index, root, target[index]) for index, root in roots]
+
+
+def _square_roots(hessians: Tensor, threshold: float) -> Tensor:
+    """``R`` ``[B, s, r]`` with ``R R^T`` the positive part of each symmetric ``hessians[b]`` above ``threshold``
+    (:func:`_roots_of` its eigendecomposition)."""
+    return _roots_of(*torch.linalg.eigh((hessians + hessians.transpose(-1, -2)) / 2), threshold)
+
+
+def _roots_of(values: Tensor, vectors: Tensor, threshold: float) -> Tensor:
+    """``R`` ``[B, s, r]`` from eigenvalues ``[B, s]`` (ascending) and eigenvectors ``[B, s, s]``: eigenvalues at or
+    below ``threshold`` are zero, ``r`` is the largest count of the others."""
+    values = torch.where(values > threshold, values, torch.zeros_like(values))
+    rank = int((values > 0).sum(-1).max()) if values.numel() else 0
+    top = slice(values.shape[-1] - rank, None)
+    return vectors[..., top] * values[..., None, top].sqrt()
 
 
 def _couples(precision: Tensor, blocks: tuple[Tensor, ...]) -> bool:
@@ -291,19 +377,20 @@ def evidence_expansion(result: FitResult, actions: Tensor) -> EvidenceExpansion:
     if bool(mechanism.all()):
         pattern |= expansion.prior_precision(result.mechanism) != 0
     blocks = connected_components(pattern)
-    cleaned = torch.zeros_like(raw)
     decompositions = []
     for index in _batches(blocks):
-        symmetric = raw[index[:, :, None], index[:, None, :]]
-        decompositions.append((index, *torch.linalg.eigh((symmetric + symmetric.transpose(-1, -2)) / 2)))
+        hessian = raw[index[:, :, None], index[:, None, :]]
+        decompositions.append((index, *torch.linalg.eigh((hessian + hessian.transpose(-1, -2)) / 2)))
     top = max(float(values.abs().max()) for _, values, _ in decompositions)
-    for index, values, vectors in decompositions:
-        # eigenvalues below float32's resolution are zero (gauge and unvisited directions, where a nearly flat prior
-        # must cancel exactly); negative ones come from the exploration mixture where a policy saturates
-        values = torch.where(values > EVIDENCE_RESOLUTION * top, values, torch.zeros_like(values))
-        block = (vectors * values[:, None, :]) @ vectors.transpose(-1, -2)
-        cleaned[index[:, :, None], index[:, None, :]] = (block + block.transpose(-1, -2)) / 2
-    return dataclasses.replace(expansion, hessian=cleaned, blocks=tuple(blocks))
+    # eigenvalues below float32's resolution are zero (gauge and unvisited directions, where a nearly flat prior must
+    # cancel exactly); negative ones come from the exploration mixture where a policy saturates (NLL not convex)
+    roots = tuple(
+        (index, _roots_of(values, vectors, EVIDENCE_RESOLUTION * top)) for index, values, vectors in decompositions
+    )
+    cleaned = torch.zeros_like(raw)
+    for index, root in roots:
+        cleaned[index[:, :, None], index[:, None, :]] = root @ root.transpose(-1, -2)
+    return dataclasses.replace(expansion, hessian=cleaned, blocks=tuple(blocks), roots=roots)
 
 
 def laplace_log_evidence(result: FitResult, actions: Tensor) -> float:

@@ -16,8 +16,9 @@ from diml_inverse.experiments.zoo import register_zoo, zoo_game
 from diml_inverse.full_batch import log_pattern_search
 from diml_inverse.likelihood import log_likelihood
 from diml_inverse.uncertainty.evidence import (
-    _hessian,
+    _grouped_hessian,
     _probe_groups,
+    _table_hessian,
     connected_components,
     evidence_expansion,
     laplace_log_evidence,
@@ -257,16 +258,33 @@ def test_connected_components_of_a_pattern() -> None:
     assert [block.numel() for block in connected_components(chain)] == [200]
 
 
-def test_the_grouped_hessian_equals_one_product_per_parameter(traces: TraceDataset) -> None:
+def test_the_grouped_and_table_hessians_equal_one_product_per_parameter(traces: TraceDataset) -> None:
     """One Hessian-vector product probes one parameter of every agent at once (the agents' payoff parameters do not
-    interact in the likelihood): the assembled Hessian is the one of P separate products, and block-diagonal."""
+    interact in the likelihood), and the chain rule through the payoff table needs one per table entry of an agent:
+    both give the Hessian of P separate products."""
     result = _map_fit(traces, prior_scale=1.0, prior_decay=0.5)
     flat = flat_fit(result)
     actions = traces.actions_tensor()
     groups = _probe_groups(flat, actions)
     assert groups is not None and len(groups) == 3
-    grouped = _hessian(flat, actions)
     full = hessian_columns(flat, actions, torch.eye(flat.theta.numel(), dtype=torch.float64))
-    torch.testing.assert_close(grouped, full, rtol=1e-9, atol=1e-9 * float(full.abs().max()))
+    tolerance = {"rtol": 1e-9, "atol": 1e-9 * float(full.abs().max())}
+    torch.testing.assert_close(_grouped_hessian(flat, actions), full, **tolerance)
+    through_table = _table_hessian(flat, actions)
+    assert through_table is not None  # 3 x 4**3 = 192 table entries, 300 parameters
+    torch.testing.assert_close(through_table, full, **tolerance)
     expansion = evidence_expansion(result, actions)
     assert len(expansion.blocks) >= 3  # one per agent at least (unread parameters are blocks of their own)
+
+
+def test_the_table_hessian_of_a_nonlinear_model_has_its_second_order_term(traces: TraceDataset) -> None:
+    """A network's payoff table is not linear in its weights: the chain rule's ``sum_k g_k d2T_k`` term counts."""
+    result = diml_inverse.fit(
+        GAME, traces, model="neural", model_kwargs={"hidden": 8}, epochs=3, valid_fraction=0.0, progress=False
+    )
+    flat = flat_fit(result)
+    actions = traces.actions_tensor()
+    full = hessian_columns(flat, actions, torch.eye(flat.theta.numel(), dtype=torch.float64))
+    through_table = _table_hessian(flat, actions)
+    assert through_table is not None
+    torch.testing.assert_close(through_table, full, rtol=1e-8, atol=1e-8 * float(full.abs().max()))
