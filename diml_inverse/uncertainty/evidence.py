@@ -326,7 +326,8 @@ class EvidenceExpansion:
 def _square_roots(hessians: Tensor, threshold: float) -> Tensor:
     """``R`` ``[B, s, r]`` with ``R R^T`` the positive part of each symmetric ``hessians[b]`` above ``threshold``
     (:func:`_roots_of` its eigendecomposition)."""
-    return _roots_of(*torch.linalg.eigh((hessians + hessians.transpose(-1, -2)) / 2), threshold)
+    values, vectors = torch.linalg.eigh((hessians + hessians.transpose(-1, -2)) / 2)
+    return _roots_of(values, vectors, threshold)
 
 
 def _roots_of(values: Tensor, vectors: Tensor, threshold: float) -> Tensor:
