@@ -42,7 +42,7 @@ __all__ = [
 #: Which epoch's parameters a fit returns: the best held-out likelihood's or the last one's.
 Select = Literal["best_valid", "last"]
 Optimizer = Literal["auto", "adam", "lbfgs"]
-PriorSelection = Literal["valid", "evidence"]
+PriorSelection = Literal["auto", "valid", "evidence"]
 
 
 def _is_int(value: object) -> bool:
@@ -133,7 +133,9 @@ FIT_OPTION_RULES: dict[str, OptionRule] = {
         "'auto', 'adam' or 'lbfgs'", lambda v: isinstance(v, str) and v in ("auto", "adam", "lbfgs")
     ),
     "tune_prior": _BOOL,
-    "prior_selection": OptionRule("'valid' or 'evidence'", lambda v: isinstance(v, str) and v in ("valid", "evidence")),
+    "prior_selection": OptionRule(
+        "'auto', 'valid' or 'evidence'", lambda v: isinstance(v, str) and v in ("auto", "valid", "evidence")
+    ),
     "learn_q0": _BOOL,
     "learn_alpha": _BOOL,
     "learn_epsilon": _BOOL,
@@ -267,22 +269,26 @@ class FitConfig:
     is up to 20 L-BFGS iterations on the whole training set (strong Wolfe line search); the fit stops early once
     an epoch no longer lowers the loss. It does not take ``round_window`` or ``agent_batch_size``."""
     tune_prior: bool = True
-    """choose a model prior's scale and decay by held-out NLL from a small grid
+    """choose the prior of a model family with one (its scale and decay, ...) by its evidence or held-out NLL
 
-    For families with a prior (``"interaction"``) whose ``model_kwargs`` do not set ``prior_scale`` and
-    ``prior_decay``: a coordinate search (decay 0.25, 0.5, 1 at scale 1, then scales 0.3 and 3 at the best decay),
-    each candidate trained on the same training episodes and scored on the validation episodes; the candidates
-    are in :attr:`FitResult.model_search`. Needs a validation split (``valid_fraction > 0``) unless
-    ``prior_selection="evidence"``."""
-    prior_selection: PriorSelection = "valid"
-    """how ``tune_prior`` scores a candidate prior: valid (its held-out NLL) or evidence (its Laplace evidence)
+    For families with a prior (``"interaction"``, ``"additive_counts"``) whose ``model_kwargs`` do not set the
+    prior's arguments. How candidates are scored is ``prior_selection``: by default their Laplace evidence on the
+    training episodes, a few rounds of fit, expand and maximise (``docs/inverse.md``); with ``"valid"``, a
+    coordinate search over ``diml_inverse.models.PRIOR_SEARCH`` (for ``"interaction"``: decay 0.25, 0.5, 1 at
+    scale 1, then scales 0.3 and 3 at the best decay), each candidate trained on the training episodes and scored
+    on the validation episodes, which then needs a validation split (``valid_fraction > 0``). The candidates are in
+    :attr:`FitResult.model_search`."""
+    prior_selection: PriorSelection = "auto"
+    """how ``tune_prior`` scores a candidate prior: auto, valid (its held-out NLL) or evidence (its Laplace evidence)
 
     ``"evidence"`` scores each candidate by the Laplace approximation of the marginal likelihood of the *training*
     episodes under that prior (:func:`~diml_inverse.uncertainty.evidence.laplace_log_evidence`: the MAP fit's
     NLL and prior penalty plus half the log determinant of the posterior precision over the prior's), so it needs
-    no held-out episodes and uses every training episode to choose. It costs one float64 Hessian per candidate
-    (the model's parameters squared). The rows of :attr:`FitResult.model_search` then carry ``evidence_nll``
-    (minus the log evidence per agent-round), the score that chose."""
+    no held-out episodes and uses every training episode to choose; with a validation split, the held-out NLL then
+    picks among the few trained candidates. It costs one Hessian per trained candidate. The rows of
+    :attr:`FitResult.model_search` then carry ``evidence_nll`` (minus the log evidence per agent-round).
+    ``"auto"`` (the default) is ``"evidence"``, or ``"valid"`` when the fit learns learner quantities
+    (``learn_q0``, ``learn_alpha``, ``learn_epsilon``), which have no prior and so no evidence."""
     learn_q0: bool = False
     """learn the initial scores Q(1) per agent and action"""
     learn_alpha: bool = False
@@ -336,6 +342,13 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         check_fit_options(**{field.name: getattr(self, field.name) for field in dataclasses.fields(self)})
+
+    def prior_scoring(self) -> Literal["valid", "evidence"]:
+        """What scores a candidate prior: ``prior_selection``, with ``"auto"`` resolved (see its field)."""
+        if self.prior_selection != "auto":
+            return self.prior_selection
+        learns = self.learn_q0 or self.learn_alpha or self.learn_epsilon
+        return "valid" if learns else "evidence"
 
     def to_dict(self) -> dict[str, Any]:
         """The options as JSON values: a :class:`~mechgym.mechanisms.Mechanism` instance as its class name, a

@@ -708,7 +708,7 @@ def train_family(
         return checkpoints, None
 
     if tunes_prior(problem, config):
-        search = search_prior_by_evidence if config.prior_selection == "evidence" else search_prior
+        search = search_prior_by_evidence if config.prior_scoring() == "evidence" else search_prior
         return search(problem, config, train)
     checkpoints, _ = train(problem)
     return problem, checkpoints, []
@@ -716,11 +716,11 @@ def train_family(
 
 def tunes_prior(problem: FitProblem, config: FitConfig) -> bool:
     """Whether the fit searches its model's prior: a prior family, ``tune_prior``, a validation split (or
-    ``prior_selection="evidence"``), and no prior argument set in ``model_kwargs``."""
+    scoring by the evidence, ``FitConfig.prior_scoring``), and no prior argument set in ``model_kwargs``."""
     keys = PRIOR_FAMILIES.get(problem.model_name)
     if not keys or not config.tune_prior or not isinstance(config.model, str):
         return False
-    if not problem.valid.shape[0] and config.prior_selection == "valid":
+    if not problem.valid.shape[0] and config.prior_scoring() == "valid":
         logger.info(
             "tune_prior needs a validation split (valid_fraction > 0) or prior_selection='evidence': the prior's "
             "defaults are used"

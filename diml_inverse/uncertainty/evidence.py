@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -76,14 +77,15 @@ def _batches(blocks: list[Tensor]) -> list[Tensor]:
 
 def _probe_groups(flat: FlatFit, actions: Tensor) -> list[Tensor] | None:
     """Parameters that Hessian-vector products may probe together: one index tensor per agent, the parameters that
-    agent's counterfactual payoffs read (their Jacobian at its visited contexts, at the fit and at a perturbed point,
-    so that a derivative that is zero only at the fit still counts), when those sets are disjoint; ``None``
-    otherwise (learned learner quantities, parameters shared between agents). Parameters no agent reads are in no
-    group: their Hessian rows are zero.
+    agent's counterfactual payoffs at its visited contexts read, when those sets are disjoint; else one group, the
+    parameters any agent reads. ``None`` with learned learner quantities (every parameter is probed alone).
+    Parameters no agent reads are in no group: their Hessian rows are zero (a payoff count the data never visit).
 
-    With independent learners, agent ``i``'s likelihood reads the mechanism only through its own payoffs, so two
-    parameters read by different agents have a zero Hessian entry, and one product with a direction that sets one
-    parameter of every group gives each group's column in that group's rows (:func:`_hessian` checks this).
+    A parameter is read where a random combination of the payoffs has a nonzero gradient in it, at the fit or at a
+    perturbed point (so that a derivative that is zero only at the fit still counts). With independent learners,
+    agent ``i``'s likelihood reads the mechanism only through its own payoffs, so two parameters read by different
+    agents have a zero Hessian entry, and one product with a direction that sets one parameter of every group gives
+    each group's column in that group's rows (:func:`_grouped_hessian` checks this with one random product).
     """
     if any(not name.startswith("mechanism.") for name in flat.names):
         return None
@@ -91,30 +93,37 @@ def _probe_groups(flat: FlatFit, actions: Tensor) -> list[Tensor] | None:
     noise = torch.randn(flat.theta.shape, generator=generator, dtype=flat.theta.dtype)
     points = (flat.theta, flat.theta + 0.1 * noise * (flat.theta.abs() + 1))
     owner = torch.full((flat.theta.numel(),), -1)
+    shared = False
     for agent, contexts in enumerate(visited_contexts(actions, flat.module.mechanism.n_agents)):
         reads = torch.zeros(flat.theta.numel(), dtype=torch.bool)
         for point in points:
-            jacobian = torch.func.jacrev(lambda theta: flat.call(theta, contexts, agent))(point)  # noqa: B023
-            reads |= (jacobian != 0).reshape(-1, flat.theta.numel()).any(0)
-        if bool((reads & (owner >= 0)).any()):
-            return None  # shared between agents
-        owner[reads] = agent
+            pair = torch.func.vjp(lambda theta: flat.call(theta, contexts, agent), point)  # noqa: B023
+            payoffs, pull = pair[0], pair[1]
+            (gradient,) = pull(torch.randn(payoffs.shape, generator=generator, dtype=payoffs.dtype))
+            reads |= gradient != 0
+        shared = shared or bool((reads & (owner >= 0)).any())
+        owner[reads & (owner < 0)] = agent
+    if shared:
+        return [(owner >= 0).nonzero()[:, 0]]
     return [(owner == agent).nonzero()[:, 0] for agent in range(int(owner.max()) + 1)]
 
 
-def _hessian(flat: FlatFit, actions: Tensor) -> Tensor:
+def _hessian(flat: FlatFit, actions: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]] | None]:
     """The Hessian ``[P, P]`` of the total NLL: through the payoff table when the game has one with fewer entries
-    than the model has parameters (:func:`_table_hessian`), else by :func:`_grouped_hessian`."""
+    than the model has parameters (:func:`_table_hessian`), else by :func:`_grouped_hessian`. With it, when the table
+    route gives them, its square roots per agent: ``(parameters [s], R [s, r])`` with the block ``R R^T``, the
+    float32 noise already removed (:func:`_table_hessian`); ``None``: the caller cleans the Hessian."""
     through_table = _table_hessian(flat, actions)
-    return _grouped_hessian(flat, actions) if through_table is None else through_table
+    return (_grouped_hessian(flat, actions), None) if through_table is None else through_table
 
 
-def _table_hessian(flat: FlatFit, actions: Tensor) -> Tensor | None:
+def _table_hessian(flat: FlatFit, actions: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]] | None] | None:
     """The Hessian of ``NLL(T(theta))`` by the chain rule through the payoff table ``T`` ``[A**N, N]``:
     ``J^T H_T J + sum_k (dNLL/dT_k) d2T_k/dtheta2``, with ``H_T`` the Hessian of the free-table model (one product per
     table entry of an agent, fewer than the model's parameters when the model over-parametrises the table, as the
-    interaction model with all its orders does) and the second term zero when ``T`` is linear in ``theta`` (its
-    Jacobian the same at a perturbed point). ``None`` when the route does not apply or would not be cheaper."""
+    interaction model with all its orders does), ``J^T H_T J`` formed agent by agent over the parameters that agent's
+    entries read, and the second term zero for a model that is linear in its parameters
+    (``Mechanism.linear_in_parameters``). ``None`` when the route does not apply or would not be cheaper."""
     mechanism = flat.module.mechanism
     n_params = flat.theta.numel()
     n_entries = mechanism.n_joint_actions * mechanism.n_agents
@@ -130,10 +139,7 @@ def _table_hessian(flat: FlatFit, actions: Tensor) -> Tensor | None:
         params = {name.removeprefix("mechanism."): value for name, value in flat.params(theta).items()}
         return functional_call(mechanism, params, (joint,)).reshape(-1)
 
-    generator = torch.Generator().manual_seed(2)
-    noise = torch.randn(flat.theta.shape, generator=generator, dtype=flat.theta.dtype)
     jacobian = jacrev(table_of)(flat.theta)  # [A**N * N, P]
-    linear = torch.equal(jacobian, jacrev(table_of)(flat.theta + 0.1 * noise * (flat.theta.abs() + 1)))
     table = TabularMechanism(mechanism.n_agents, mechanism.n_actions).to(flat.theta.dtype)
     free = FlatFit(
         _Fitted(table, flat.module.learner, None),
@@ -141,32 +147,64 @@ def _table_hessian(flat: FlatFit, actions: Tensor) -> Tensor | None:
         (table.table.shape,),
         table_of(flat.theta).detach(),
     )
-    table_hessian = _grouped_hessian(free, actions)
-    hessian = jacobian.T @ table_hessian @ jacobian
-    if not linear:
-        weights = torch.func.grad(lambda values: -free.call(values, actions).sum())(free.theta)
+    table_hessian, groups = _grouped_hessian_and_groups(free, actions)
+    if groups is None:
+        return jacobian.T @ table_hessian @ jacobian + _second_order_term(flat, free, actions, table_of), None
+    # H_T is block-diagonal over the agents' groups, and an agent's rows of J read that agent's parameters only
+    hessian = torch.zeros(n_params, n_params, dtype=flat.theta.dtype)
+    parts = []
+    for group in groups:
+        rows = jacobian[group]
+        columns = rows.ne(0).any(0).nonzero()[:, 0]
+        rows = rows[:, columns].double()
+        block = table_hessian[group[:, None], group[None, :]].double()
+        hessian[columns[:, None], columns[None, :]] += (rows.T @ block @ rows).to(hessian.dtype)
+        parts.append((columns, rows, torch.linalg.eigh((block + block.T) / 2)))
+    if not mechanism.linear_in_parameters:
+        return hessian + _second_order_term(flat, free, actions, table_of), None
+    covered = torch.cat([columns for columns, _, _ in parts])
+    if covered.unique().numel() < covered.numel():  # agents share parameters: the blocks are not separate
+        return hessian, None
+    # float32 noise is removed where it arises, in H_T (J is exact): H = (J^T R_T)(J^T R_T)^T per agent
+    top = max(float(values.abs().max()) for _, _, (values, _) in parts)
+    roots = [
+        (columns, rows.T @ _roots_of(values[None], vectors[None], EVIDENCE_RESOLUTION * top)[0])
+        for columns, rows, (values, vectors) in parts
+    ]
+    return hessian, roots
 
-        def weighted(theta: Tensor) -> Tensor:
-            return weights @ table_of(theta)
 
-        def product(v: Tensor) -> Tensor:
-            return jvp(grad_of(weighted), (flat.theta,), (v,))[1]
+def _second_order_term(flat: FlatFit, free: FlatFit, actions: Tensor, table_of: Callable[[Tensor], Tensor]) -> Tensor:
+    """``sum_k (dNLL/dT_k) d2T_k/dtheta2`` ``[P, P]``: the chain rule's term for a model that is not linear in its
+    parameters (zero when it is). ``P`` Hessian-vector products of the weighted table alone (no unroll)."""
+    n_params = flat.theta.numel()
+    if flat.module.mechanism.linear_in_parameters:
+        return torch.zeros(n_params, n_params, dtype=flat.theta.dtype)
+    weights = torch.func.grad(lambda values: -free.call(values, actions).sum())(free.theta)
 
-        eye = torch.eye(n_params, dtype=flat.theta.dtype)
-        hessian += torch.cat(
-            [vmap(product, in_dims=1, out_dims=1)(eye[:, k : k + 64]) for k in range(0, n_params, 64)], 1
-        )
-    return hessian
+    def weighted(theta: Tensor) -> Tensor:
+        return weights @ table_of(theta)
+
+    def product(v: Tensor) -> Tensor:
+        return jvp(grad_of(weighted), (flat.theta,), (v,))[1]
+
+    eye = torch.eye(n_params, dtype=flat.theta.dtype)
+    return torch.cat([vmap(product, in_dims=1, out_dims=1)(eye[:, k : k + 64]) for k in range(0, n_params, 64)], 1)
 
 
 def _grouped_hessian(flat: FlatFit, actions: Tensor) -> Tensor:
     """The Hessian ``[P, P]`` of the total NLL, with one Hessian-vector product per parameter of the largest probe
     group (:func:`_probe_groups`) instead of one per parameter, and one more with a random direction to check that
-    the groups do not interact (else every parameter is probed alone)."""
+    the groups do not interact and that unread parameters have no curvature (else every parameter is probed)."""
+    return _grouped_hessian_and_groups(flat, actions)[0]
+
+
+def _grouped_hessian_and_groups(flat: FlatFit, actions: Tensor) -> tuple[Tensor, list[Tensor] | None]:
+    """:func:`_grouped_hessian` and the groups it is block-diagonal over (``None``: every parameter was probed)."""
     n_params = flat.theta.numel()
     groups = _probe_groups(flat, actions)
-    if groups is not None and len(groups) > 1:
-        width = max(int(group.numel()) for group in groups)
+    width = max((int(group.numel()) for group in groups or []), default=n_params)
+    if groups is not None and width < n_params:
         generator = torch.Generator().manual_seed(1)
         check = torch.randn(n_params, 1, generator=generator, dtype=flat.theta.dtype)
         directions = torch.zeros(n_params, width + 1, dtype=flat.theta.dtype)
@@ -179,8 +217,8 @@ def _grouped_hessian(flat: FlatFit, actions: Tensor) -> Tensor:
             hessian[group[:, None], group[None, :]] = columns[group][:, : group.numel()]
         exact, assembled = columns[:, width], (hessian @ check)[:, 0]
         if float((exact - assembled).norm()) <= _PROBE_TOLERANCE * float(exact.norm()) + 1e-30:
-            return hessian
-    return hessian_columns(flat, actions, torch.eye(n_params, dtype=flat.theta.dtype))
+            return hessian, groups
+    return hessian_columns(flat, actions, torch.eye(n_params, dtype=flat.theta.dtype)), None
 
 
 @dataclass(frozen=True, eq=False)
@@ -210,6 +248,8 @@ class EvidenceExpansion:
     mechanism: Tensor
     blocks: tuple[Tensor, ...]
     roots: tuple[tuple[Tensor, Tensor], ...] = ()
+    _components: list[tuple[Tensor, list[Tensor]]] = dataclasses.field(default_factory=list, repr=False)
+    _sums: dict[tuple[str, int], tuple[Tensor, Tensor, Tensor]] = dataclasses.field(default_factory=dict, repr=False)
 
     def prior_precision(self, mechanism: Mechanism) -> Tensor:
         """``[P, P]``: the Hessian of ``mechanism``'s prior penalty on the expansion's parameters (zero on the learner
@@ -270,19 +310,43 @@ class EvidenceExpansion:
         theta_hat = self.flat.theta
         theta = torch.empty_like(theta_hat)
         log_det, curvature = 0.0, 0.0
-        for index, root, target in pieces:  # [B, s], [B, s, r], [B, s]
+        classes = self._classes(mechanism, precision) if pieces is self._pieces else None
+        for piece, (index, root, target) in enumerate(pieces):  # [B, s], [B, s, r], [B, s]
+            if classes is not None:  # diagonal and constant per class: r x r sums precomputed per class
+                labels, values = classes
+                if not bool((values > 0).all()):
+                    return -math.inf
+                grams, projections = self._class_sums(labels, piece)  # [B, K, r, r], [B, K, r]
+                variance = values.reciprocal()  # [K]: the prior variances
+                block = variance[labels[index]] * target
+                if root.shape[-1]:
+                    gram = torch.einsum("k,bkij->bij", variance, grams)
+                    gram.diagonal(dim1=-2, dim2=-1).add_(1.0)
+                    gram_factor = torch.linalg.cholesky(gram)
+                    log_det += float(gram_factor.diagonal(dim1=-2, dim2=-1).log().sum())
+                    projected = torch.cholesky_solve(
+                        torch.einsum("k,bki->bi", variance, projections)[..., None], gram_factor
+                    )
+                    block = block - variance[labels[index]] * (root @ projected)[..., 0]
+                if refit:
+                    step = block - theta_hat[index]
+                    curvature += float((root.transpose(-1, -2) @ step[..., None]).square().sum())
+                theta[index] = block
+                continue
             if precision.dim() == 1:  # diagonal: L^-1 = diag(scale)
                 diagonal = precision[index]
                 if not bool((diagonal > 0).all()):
                     return -math.inf
                 scale = diagonal.rsqrt()
                 whitened_root, whitened_target = scale[..., None] * root, scale * target
-            else:
-                factor, info = torch.linalg.cholesky_ex(precision[index[:, :, None], index[:, None, :]])
-                if bool(info.any()):
+            else:  # L block by block over the precision's own components (a random walk per curve)
+                factors = [self._prior_factor(precision[block[:, None], block[None, :]]) for block in index]
+                if any(factor is None for factor in factors):
                     return -math.inf
-                whitened_root = torch.linalg.solve_triangular(factor, root, upper=False)
-                whitened_target = torch.linalg.solve_triangular(factor, target[..., None], upper=False)[..., 0]
+                whitened_root = torch.stack([f.solve(r) for f, r in zip(factors, root, strict=True)])  # type: ignore[union-attr]
+                whitened_target = torch.stack(
+                    [f.solve(t[:, None])[:, 0] for f, t in zip(factors, target, strict=True)]  # type: ignore[union-attr]
+                )
             # det(I + W W^T) = det(I + W^T W) and (I + W W^T)^-1 u = u - W (I + W^T W)^-1 W^T u, W = L^-1 R: r x r
             solved = whitened_target
             if root.shape[-1]:
@@ -297,7 +361,9 @@ class EvidenceExpansion:
             if precision.dim() == 1:
                 block = scale * solved
             else:
-                block = torch.linalg.solve_triangular(factor.transpose(-1, -2), solved[..., None], upper=True)[..., 0]
+                block = torch.stack(
+                    [f.solve(x[:, None], transpose=True)[:, 0] for f, x in zip(factors, solved, strict=True)]  # type: ignore[union-attr]
+                )
             if refit:
                 step = block - theta_hat[index]
                 curvature += float((root.transpose(-1, -2) @ step[..., None]).square().sum())
@@ -307,6 +373,51 @@ class EvidenceExpansion:
         nll = self.nll + float(self.gradient @ (theta - theta_hat)) + 0.5 * curvature
         penalty = 0.5 * float(theta @ (precision * theta if precision.dim() == 1 else precision @ theta))
         return -nll - penalty - log_det
+
+    def _classes(self, mechanism: Mechanism, precision: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``(labels [P], value per label [K])`` when ``mechanism`` labels its parameters by prior class
+        (``Mechanism.prior_classes``) and ``precision`` is diagonal and constant within each label; else ``None``."""
+        labels = mechanism.prior_classes() if precision.dim() == 1 else None
+        if labels is None or labels.shape != precision.shape:
+            return None
+        labels = labels.cpu().long()
+        values = torch.zeros(int(labels.max()) + 1, dtype=precision.dtype).scatter_(0, labels, precision)
+        return (labels, values) if torch.equal(values[labels], precision) else None
+
+    def _class_sums(self, labels: Tensor, piece: int) -> tuple[Tensor, Tensor]:
+        """For piece ``piece`` of :attr:`_pieces`: per label ``k``, ``R_k^T R_k`` ``[B, K, r, r]`` and
+        ``R_k^T t_k`` ``[B, K, r]`` over the parameters of that label (computed once per labelling)."""
+        key = ("classes", piece)
+        cached = self._sums.get(key)
+        if cached is not None and torch.equal(cached[0], labels):
+            return cached[1], cached[2]
+        index, root, target = self._pieces[piece]
+        n_classes, (size, _, rank) = int(labels.max()) + 1, root.shape
+        grams = root.new_zeros(size, n_classes, rank, rank)
+        projections = root.new_zeros(size, n_classes, rank)
+        for b in range(size):
+            for k in range(n_classes):
+                rows = labels[index[b]] == k
+                grams[b, k] = root[b, rows].T @ root[b, rows]
+                projections[b, k] = root[b, rows].T @ target[b, rows]
+        self._sums[key] = (labels, grams, projections)
+        return grams, projections
+
+    def _prior_factor(self, precision: Tensor) -> _ComponentFactor | None:
+        """The Cholesky factor of a dense precision block over its own connected components (found once per pattern:
+        the family's prior has the same pattern at every argument); ``None`` when it is not positive definite."""
+        pattern = precision != 0
+        components = next((found for known, found in self._components if torch.equal(known, pattern)), None)
+        if components is None:
+            components = _batches(connected_components(pattern))
+            self._components.append((pattern, components))
+        parts = []
+        for local in components:
+            factor, info = torch.linalg.cholesky_ex(precision[local[:, :, None], local[:, None, :]])
+            if bool(info.any()):
+                return None
+            parts.append((local, factor))
+        return _ComponentFactor(parts)
 
     @functools.cached_property
     def _pieces(self) -> list[tuple[Tensor, Tensor, Tensor]]:
@@ -339,6 +450,22 @@ def _roots_of(values: Tensor, vectors: Tensor, threshold: float) -> Tensor:
     return vectors[..., top] * values[..., None, top].sqrt()
 
 
+@dataclass(frozen=True)
+class _ComponentFactor:
+    """A block-diagonal Cholesky factor ``L`` (lower), as ``(local indices [C, m], factors [C, m, m])`` per size."""
+
+    parts: list[tuple[Tensor, Tensor]]
+
+    def solve(self, x: Tensor, transpose: bool = False) -> Tensor:
+        """``L^-1 x`` (or ``L^-T x``) for ``x`` ``[s, k]``."""
+        out = torch.empty_like(x)
+        for local, factor in self.parts:
+            out[local] = torch.linalg.solve_triangular(
+                factor.transpose(-1, -2) if transpose else factor, x[local], upper=transpose
+            )
+        return out
+
+
 def _couples(precision: Tensor, blocks: tuple[Tensor, ...]) -> bool:
     """Whether ``precision`` ``[P, P]`` has a nonzero entry between two of ``blocks``."""
     label = torch.empty(precision.shape[0], dtype=torch.long)
@@ -365,7 +492,8 @@ def evidence_expansion(result: FitResult, actions: Tensor) -> EvidenceExpansion:
         )
     flat = flat_fit(result)
     single = FlatFit(copy.deepcopy(flat.module).float(), flat.names, flat.shapes, flat.theta.float())
-    raw = _hessian(single, actions).double()
+    raw, factors = _hessian(single, actions)
+    raw = raw.double()
     gradient, value = torch.func.grad_and_value(lambda theta: -flat.call(theta, actions).sum())(flat.theta)
     mechanism = torch.cat(
         [
@@ -374,24 +502,53 @@ def evidence_expansion(result: FitResult, actions: Tensor) -> EvidenceExpansion:
         ]
     )
     expansion = EvidenceExpansion(flat, float(value), gradient.detach(), raw, mechanism, (torch.arange(len(raw)),))
-    pattern = raw != 0
-    if bool(mechanism.all()):
-        pattern |= expansion.prior_precision(result.mechanism) != 0
-    blocks = connected_components(pattern)
-    decompositions = []
-    for index in _batches(blocks):
-        hessian = raw[index[:, :, None], index[:, None, :]]
-        decompositions.append((index, *torch.linalg.eigh((hessian + hessian.transpose(-1, -2)) / 2)))
-    top = max(float(values.abs().max()) for _, values, _ in decompositions)
-    # eigenvalues below float32's resolution are zero (gauge and unvisited directions, where a nearly flat prior must
-    # cancel exactly); negative ones come from the exploration mixture where a policy saturates (NLL not convex)
-    roots = tuple(
-        (index, _roots_of(values, vectors, EVIDENCE_RESOLUTION * top)) for index, values, vectors in decompositions
-    )
+    precision = expansion.prior_precision(result.mechanism) if bool(mechanism.all()) else None
+    if factors is not None:
+        blocks = [columns for columns, _ in factors]
+        blocks += [index[None] for index in _uncovered(len(raw), blocks)]
+        if precision is not None and _couples(precision, tuple(blocks)):
+            factors = None
+    if factors is not None:
+        roots = _stacked_roots([*factors, *((block, raw.new_zeros(1, 0)) for block in blocks[len(factors) :])])
+    else:
+        pattern = raw != 0 if precision is None else (raw != 0) | (precision != 0)
+        blocks = connected_components(pattern)
+        decompositions = []
+        for index in _batches(blocks):
+            hessian = raw[index[:, :, None], index[:, None, :]]
+            decompositions.append((index, *torch.linalg.eigh((hessian + hessian.transpose(-1, -2)) / 2)))
+        top = max(float(values.abs().max()) for _, values, _ in decompositions)
+        # eigenvalues below float32's resolution are zero (gauge and unvisited directions, where a nearly flat prior
+        # must cancel exactly); negative ones come from the exploration mixture where a policy saturates
+        roots = tuple(
+            (index, _roots_of(values, vectors, EVIDENCE_RESOLUTION * top)) for index, values, vectors in decompositions
+        )
     cleaned = torch.zeros_like(raw)
     for index, root in roots:
         cleaned[index[:, :, None], index[:, None, :]] = root @ root.transpose(-1, -2)
     return dataclasses.replace(expansion, hessian=cleaned, blocks=tuple(blocks), roots=roots)
+
+
+def _uncovered(size: int, blocks: list[Tensor]) -> Tensor:
+    """The indices in ``range(size)`` that none of ``blocks`` holds."""
+    covered = torch.zeros(size, dtype=torch.bool)
+    for block in blocks:
+        covered[block] = True
+    return (~covered).nonzero()[:, 0]
+
+
+def _stacked_roots(factors: list[tuple[Tensor, Tensor]]) -> tuple[tuple[Tensor, Tensor], ...]:
+    """Blocks ``(indices [s], R [s, r])`` grouped by size as ``(indices [B, s], R [B, s, r_max])`` (zero columns pad
+    a smaller rank: they add nothing to ``R R^T``)."""
+    sizes: dict[int, list[tuple[Tensor, Tensor]]] = {}
+    for index, root in factors:
+        sizes.setdefault(int(index.numel()), []).append((index, root))
+    stacked = []
+    for _, group in sorted(sizes.items()):
+        rank = max(int(root.shape[1]) for _, root in group)
+        roots = [torch.nn.functional.pad(root.double(), (0, rank - root.shape[1])) for _, root in group]
+        stacked.append((torch.stack([index for index, _ in group]), torch.stack(roots)))
+    return tuple(stacked)
 
 
 def laplace_log_evidence(result: FitResult, actions: Tensor) -> float:

@@ -44,6 +44,7 @@ class AdditiveCountMechanism(AnonymousMechanism):
     """
 
     family = "additive_counts"
+    linear_in_parameters = True
 
     def __init__(
         self,

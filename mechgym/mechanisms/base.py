@@ -82,10 +82,13 @@ class Mechanism(nn.Module):
         n_actions: Actions per agent ``A``.
         family: Registered name of the mechanism family (used to save and rebuild it).
         max_table_size: Games with at most this many joint actions use the payoff-table path.
+        linear_in_parameters: Whether the payoffs are a linear function of the parameters (then the evidence's
+            Hessian through the payoff table needs no second-order term of the model).
     """
 
     family: ClassVar[str] = ""
     anonymous: ClassVar[bool] = False
+    linear_in_parameters: ClassVar[bool] = False
     max_table_size: int = DEFAULT_MAX_TABLE_SIZE
 
     def __init__(self, n_agents: int, n_actions: int) -> None:
@@ -259,6 +262,12 @@ class Mechanism(nn.Module):
         Families written as models with a prior (:class:`~mechgym.mechanisms.InteractionMechanism`) override it;
         the penalty is on the scale of the summed negative log-likelihood of the whole training set (a MAP fit).
         """
+        return None
+
+    def prior_classes(self) -> Tensor | None:
+        """``[P]`` integer labels of the parameters (flattened in ``parameters()`` order) such that a diagonal
+        :meth:`prior_precision` is the same within a label at every value of the prior's arguments (the interaction
+        model's order), which lets the evidence search precompute per label; ``None`` (the default): unknown."""
         return None
 
     def prior_precision(self) -> Tensor | None:

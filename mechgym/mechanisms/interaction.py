@@ -57,11 +57,13 @@ class InteractionMechanism(Mechanism):
     """
 
     family = "interaction"
+    linear_in_parameters = True
     max_table_size = MAX_TABULAR_JOINT_ACTIONS
     _strides: Tensor
     _offsets: Tensor
     _owners: Tensor
     _precision: Tensor
+    _orders: Tensor
 
     def __init__(
         self,
@@ -101,8 +103,9 @@ class InteractionMechanism(Mechanism):
         self.register_buffer("_strides", torch.stack(strides), persistent=False)  # [C, N]
         self.register_buffer("_offsets", torch.tensor(offsets), persistent=False)  # [C]
         self.register_buffer("_owners", torch.nn.functional.one_hot(torch.tensor(owners), n).float(), persistent=False)
-        order_of = torch.cat(orders).double()
-        precision = (self.prior_scale * self.prior_decay**order_of) ** -2
+        order_of = torch.cat(orders)
+        self.register_buffer("_orders", order_of, persistent=False)  # [P]
+        precision = (self.prior_scale * self.prior_decay ** order_of.double()) ** -2
         self.register_buffer("_precision", precision.float(), persistent=False)  # [P]
         self.theta = nn.Parameter(torch.zeros(start))
 
@@ -124,6 +127,10 @@ class InteractionMechanism(Mechanism):
     def prior_penalty(self) -> Tensor:
         """The negative log prior up to a constant: ``0.5 * sum_k theta_k**2 / sigma_k**2``."""
         return 0.5 * (self._precision.to(self.theta.dtype) * self.theta.square()).sum()
+
+    def prior_classes(self) -> Tensor:
+        """``[P]``: each parameter's interaction order (its prior precision depends on nothing else)."""
+        return self._orders
 
     def prior_precision(self) -> Tensor:
         """``[P]``: ``1 / sigma_k**2``, the diagonal of the prior's precision (independent parameters)."""

@@ -26,6 +26,7 @@ class TabularMechanism(Mechanism):
     """
 
     family = "tabular"
+    linear_in_parameters = True
     _strides: Tensor
     max_table_size = MAX_TABULAR_JOINT_ACTIONS
 

@@ -94,6 +94,23 @@ def test_the_expansion_predicts_the_evidence_of_other_priors_without_refitting(t
     assert sorted(range(3), key=exact.__getitem__) == sorted(range(3), key=approx.__getitem__)
 
 
+def test_per_class_sums_give_the_same_evidence(traces: TraceDataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interaction prior's precision is constant per order: the search's r x r sums per order equal whitening
+    the whole square root for every prior."""
+    base = _map_fit(traces, prior_scale=1.0, prior_decay=0.5)
+    actions = traces.actions_tensor()
+    trials = [
+        InteractionMechanism(**{**base.mechanism.config(), "prior_scale": s, "prior_decay": d})
+        for s, d in [(0.3, 0.5), (3.0, 2.0), (1.0, 0.25)]
+    ]
+    fast = evidence_expansion(base, actions)
+    by_class = [fast.log_evidence(trial) for trial in trials] + [fast.log_evidence(base.mechanism, refit=False)]
+    monkeypatch.setattr(InteractionMechanism, "prior_classes", lambda self: None)
+    plain = evidence_expansion(base, actions)
+    whole = [plain.log_evidence(trial) for trial in trials] + [plain.log_evidence(base.mechanism, refit=False)]
+    assert by_class == pytest.approx(whole, abs=1e-8)
+
+
 def test_evidence_needs_a_prior(traces: TraceDataset) -> None:
     tabular = diml_inverse.fit(GAME, traces, model="tabular", epochs=1, valid_fraction=0.0, progress=False)
     with pytest.raises(StandardErrorsError, match="no prior"):
@@ -218,6 +235,11 @@ def test_additive_count_evidence_equals_a_dense_float64_computation() -> None:
         + 0.5 * float(torch.linalg.slogdet(precision)[1])
     )
     assert laplace_log_evidence(result, actions) == pytest.approx(expected, abs=0.05)
+    expansion = evidence_expansion(result, actions)
+    own = expansion.log_evidence(result.mechanism, refit=False)
+    assert expansion.log_evidence(result.mechanism) == pytest.approx(own, abs=1e-2)  # one Newton step from the MAP
+    wider = AdditiveCountMechanism(**{**result.mechanism.config(), "prior_step": 0.6})
+    assert math.isfinite(expansion.log_evidence(wider)) and expansion.log_evidence(wider) != own
 
 
 @pytest.mark.parametrize(
@@ -272,9 +294,15 @@ def test_the_grouped_and_table_hessians_equal_one_product_per_parameter(traces: 
     torch.testing.assert_close(_grouped_hessian(flat, actions), full, **tolerance)
     through_table = _table_hessian(flat, actions)
     assert through_table is not None  # 3 x 4**3 = 192 table entries, 300 parameters
-    torch.testing.assert_close(through_table, full, **tolerance)
+    hessian, roots = through_table
+    torch.testing.assert_close(hessian, full, **tolerance)
+    assert roots is not None and len(roots) == 3  # one square root per agent, its noise removed in the table's terms
+    for columns, root in roots:
+        block = full[columns[:, None], columns[None, :]]
+        torch.testing.assert_close(root @ root.T, block, rtol=0, atol=1e-5 * float(full.abs().max()))
     expansion = evidence_expansion(result, actions)
     assert len(expansion.blocks) >= 3  # one per agent at least (unread parameters are blocks of their own)
+    torch.testing.assert_close(expansion.hessian, full, rtol=0, atol=1e-5 * float(full.abs().max()))
 
 
 def test_the_table_hessian_of_a_nonlinear_model_has_its_second_order_term(traces: TraceDataset) -> None:
@@ -286,5 +314,5 @@ def test_the_table_hessian_of_a_nonlinear_model_has_its_second_order_term(traces
     actions = traces.actions_tensor()
     full = hessian_columns(flat, actions, torch.eye(flat.theta.numel(), dtype=torch.float64))
     through_table = _table_hessian(flat, actions)
-    assert through_table is not None
-    torch.testing.assert_close(through_table, full, rtol=1e-8, atol=1e-8 * float(full.abs().max()))
+    assert through_table is not None and through_table[1] is None  # no roots: the caller cleans a nonlinear model's
+    torch.testing.assert_close(through_table[0], full, rtol=1e-8, atol=1e-8 * float(full.abs().max()))

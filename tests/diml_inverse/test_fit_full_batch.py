@@ -50,8 +50,30 @@ def test_lbfgs_reaches_a_stationary_point_below_adams_loss(traces: TraceDataset)
     assert lbfgs.model_search == []
 
 
-def test_default_small_game_fit_searches_the_prior(traces: TraceDataset) -> None:
+def test_default_small_game_fit_searches_the_prior_by_its_evidence(traces: TraceDataset) -> None:
     result = diml_inverse.fit(GAME, traces, model="interaction", epochs=5, progress=False, seed=0)
+    assert result.config.prior_selection == "auto" and result.config.prior_scoring() == "evidence"
+    rows = result.model_search
+    assert rows and all("evidence_nll" in row and "valid_nll" in row for row in rows)
+    assert (rows[0]["prior_decay"], rows[0]["prior_scale"]) == (0.25, 1.0)  # the grid's first values
+    chosen = [row for row in rows if row["selected"] == 1]
+    assert len(chosen) == 1 and chosen[0]["valid_nll"] == min(row["valid_nll"] for row in rows)
+    config = result.mechanism.config()
+    assert (config["prior_decay"], config["prior_scale"]) == (chosen[0]["prior_decay"], chosen[0]["prior_scale"])
+
+
+def test_learned_learner_quantities_search_the_prior_by_held_out_nll(traces: TraceDataset) -> None:
+    """They have no prior, so no evidence: ``"auto"`` scores by the validation episodes."""
+    config = diml_inverse.FitConfig(learn_q0=True)
+    assert config.prior_scoring() == "valid"
+    assert diml_inverse.FitConfig(learn_alpha=True, prior_selection="valid").prior_scoring() == "valid"
+    assert diml_inverse.FitConfig().prior_scoring() == "evidence"
+
+
+def test_held_out_search_of_the_prior(traces: TraceDataset) -> None:
+    result = diml_inverse.fit(
+        GAME, traces, model="interaction", epochs=5, progress=False, seed=0, prior_selection="valid"
+    )
     assert result.model_name == "interaction" and isinstance(result.mechanism, InteractionMechanism)
     rows = result.model_search
     assert [(row["prior_decay"], row["prior_scale"]) for row in rows[:3]] == [(0.25, 1.0), (0.5, 1.0), (1.0, 1.0)]
@@ -63,13 +85,15 @@ def test_default_small_game_fit_searches_the_prior(traces: TraceDataset) -> None
     assert result.history[result.selected_epoch - 1]["valid_nll"] == pytest.approx(chosen["valid_nll"])
 
 
-def test_no_search_when_the_prior_is_given_or_there_is_no_validation_split(traces: TraceDataset) -> None:
+def test_no_search_when_the_prior_is_given_or_held_out_scoring_has_no_validation_split(traces: TraceDataset) -> None:
     given = diml_inverse.fit(
         GAME, traces, model="interaction", model_kwargs={"prior_decay": 0.5}, epochs=2, progress=False
     )
     assert given.model_search == [] and given.mechanism.config()["prior_decay"] == 0.5
-    unsplit = diml_inverse.fit(GAME, traces, epochs=2, valid_fraction=0.0, progress=False)
+    unsplit = diml_inverse.fit(GAME, traces, epochs=2, valid_fraction=0.0, progress=False, prior_selection="valid")
     assert unsplit.model_search == [] and unsplit.model_name == "interaction"  # nothing to choose by: the first
+    by_evidence = diml_inverse.fit(GAME, traces, epochs=2, valid_fraction=0.0, progress=False)
+    assert by_evidence.model_search and all("valid_nll" not in row for row in by_evidence.model_search)
     untuned = diml_inverse.fit(GAME, traces, model="interaction", epochs=2, tune_prior=False, progress=False)
     assert untuned.model_search == [] and untuned.mechanism.config()["prior_scale"] == 1.0
 
@@ -96,11 +120,11 @@ def test_auto_tries_both_anonymous_families_and_keeps_the_better_one() -> None:
     kwargs = {"n_agents": 20, "n_actions": 6}
     assert auto_model_candidates(mechgym.make(env_id, **kwargs).mechanism) == ["additive_counts", "anonymous"]
     traces = mechgym.rollout(mechgym.make(env_id, **kwargs), n_episodes=10, n_rounds=20, seed=0)
-    result = diml_inverse.fit(env_id, traces, epochs=2, batch_size=8, progress=False)
+    result = diml_inverse.fit(env_id, traces, epochs=2, batch_size=8, progress=False, prior_selection="valid")
     models = [row["model"] for row in result.model_search]
     assert models[-1] == "anonymous" and set(models[:-1]) == {"additive_counts"}
     crosses = [row["prior_cross"] for row in result.model_search[:3]]
-    assert crosses == [1.0, 0.1, 0.01]  # the search starts with how much the cross curves are shrunk
+    assert crosses == [1.0, 0.1, 0.01]  # the held-out search starts with how much the cross curves are shrunk
     best = min(result.model_search, key=lambda row: row["valid_nll"])
     assert best["selected"] == 1 and result.model_name == best["model"]
     assert sum(row["selected"] for row in result.model_search) == 1
