@@ -30,7 +30,7 @@ from diml_inverse.fit_options import (
     check_fit_options_against_traces,
     estimate_fit_memory,
 )
-from diml_inverse.full_batch import FullBatchTrainer, search_prior, search_prior_by_evidence
+from diml_inverse.full_batch import FullBatchTrainer, prior_scoring, search_prior, search_prior_by_evidence
 from diml_inverse.likelihood import log_likelihood, trace_terms
 from diml_inverse.models import (
     PRIOR_FAMILIES,
@@ -708,7 +708,7 @@ def train_family(
         return checkpoints, None
 
     if tunes_prior(problem, config):
-        search = search_prior_by_evidence if config.prior_scoring() == "evidence" else search_prior
+        search = search_prior_by_evidence if prior_scoring(problem.mechanism, config) == "evidence" else search_prior
         return search(problem, config, train)
     checkpoints, _ = train(problem)
     return problem, checkpoints, []
@@ -720,7 +720,7 @@ def tunes_prior(problem: FitProblem, config: FitConfig) -> bool:
     keys = PRIOR_FAMILIES.get(problem.model_name)
     if not keys or not config.tune_prior or not isinstance(config.model, str):
         return False
-    if not problem.valid.shape[0] and config.prior_scoring() == "valid":
+    if not problem.valid.shape[0] and prior_scoring(problem.mechanism, config) == "valid":
         logger.info(
             "tune_prior needs a validation split (valid_fraction > 0) or prior_selection='evidence': the prior's "
             "defaults are used"

@@ -16,21 +16,23 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from diml_inverse.likelihood import trace_terms
 from diml_inverse.models import PRIOR_SEARCH, PriorGrid
 from mechgym.errors import ConfigurationError
+from mechgym.memory import check_memory
 
 if TYPE_CHECKING:
     from diml_inverse.config import FitConfig
     from diml_inverse.fit import Checkpoints, EpochCallback, FitProblem
 
 __all__ = [
+    "EVIDENCE_MAX_PARAMETERS",
     "EVIDENCE_ROUNDS",
     "EVIDENCE_TOLERANCE",
     "EVIDENCE_TRUST",
@@ -38,6 +40,7 @@ __all__ = [
     "FullBatchTrainer",
     "coordinate_search",
     "log_pattern_search",
+    "prior_scoring",
     "search_prior",
     "search_prior_by_evidence",
 ]
@@ -55,6 +58,12 @@ EVIDENCE_TOLERANCE = 1.5
 #: The evidence search moves each argument by at most this factor per round: the second-order prediction of the
 #: evidence is good within a few times the trained prior and wrong far from it.
 EVIDENCE_TRUST = 4.0
+#: ``prior_selection="auto"`` scores priors by their evidence for models of at most this many parameters, by held-out
+#: NLL above (the evidence holds a few dense ``P x P`` float64 matrices: 0.5 GiB each at this size). A fixed count, not
+#: the machine's free memory, so that the same data and options give the same fit everywhere.
+EVIDENCE_MAX_PARAMETERS = 8192
+#: Dense ``P x P`` float64 matrices the evidence holds at once (its memory check).
+EVIDENCE_DENSE_COPIES = 5
 
 
 class FullBatchTrainer:
@@ -216,6 +225,32 @@ def search_prior(
     for row in rows:
         row["selected"] = float(all(row[name] == value for name, value in best[3].items()))
     return best[1], best[2], rows
+
+
+def prior_scoring(mechanism: nn.Module, config: FitConfig) -> Literal["valid", "evidence"]:
+    """How the prior search of ``mechanism`` (an untrained model) scores its candidates: ``config.prior_scoring()``,
+    and for ``"auto"`` held-out NLL when the model has more than :data:`EVIDENCE_MAX_PARAMETERS` parameters.
+
+    Raises:
+        MemoryBudgetError: ``prior_selection="evidence"`` for a model whose dense Hessians cannot fit in memory
+            (unless ``check_memory=False``).
+    """
+    scoring = config.prior_scoring()
+    n_params = sum(parameter.numel() for parameter in mechanism.parameters())
+    if scoring == "evidence" and config.prior_selection == "auto" and n_params > EVIDENCE_MAX_PARAMETERS:
+        logger.info(
+            "prior search: %d parameters, over %d: scored by held-out NLL (prior_selection='evidence' to insist)",
+            n_params,
+            EVIDENCE_MAX_PARAMETERS,
+        )
+        return "valid"
+    if scoring == "evidence" and config.check_memory:
+        check_memory(
+            EVIDENCE_DENSE_COPIES * 8.0 * n_params**2,
+            f"the evidence's Hessians over {n_params} parameters (prior_selection='evidence'; "
+            "prior_selection='valid' needs none)",
+        )
+    return scoring
 
 
 def search_prior_by_evidence(

@@ -43,8 +43,11 @@ def test_recovers_e1_mechanism_below_half_the_zero_baseline(e1_traces: TraceData
     error = metrics.diff_mse(truth, result.mechanism, test, seed=1)
     baseline = metrics.zero_baseline_diff_mse(truth, test, seed=1)
     assert error < 0.5 * baseline, (error, baseline)
-    assert len(result.history) == 30 and 1 <= result.selected_epoch <= 30
-    assert result.history[-1]["train_nll"] < result.history[0]["train_nll"]
+    # at 30 epochs the network is not converged and the interaction model (L-BFGS, which stops once converged) can
+    # win the held-out comparison; the network trains every epoch
+    assert 1 <= result.selected_epoch <= len(result.history) <= 30
+    if result.model_name == "neural":
+        assert len(result.history) == 30 and result.history[-1]["train_nll"] < result.history[0]["train_nll"]
 
 
 def test_recovers_anonymous_game_below_half_the_zero_baseline() -> None:

@@ -209,3 +209,19 @@ def test_interaction_search_is_five_candidates_at_most() -> None:
     calls: list[dict[str, float]] = []
     coordinate_search(grid, lambda prior: calls.append(prior) or -prior["prior_decay"] - prior["prior_scale"])
     assert len(calls) == 5 and (grid.sweeps, grid.extend) == (1, 0)
+
+
+def test_auto_scores_large_models_by_held_out_nll_and_evidence_checks_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 5-agent x 5-action interaction model has 32,400 parameters: its evidence would hold dense 32,400^2 float64
+    Hessians (8 GiB each), so "auto" scores its priors on the validation episodes; "evidence" checks the memory."""
+    from diml_inverse.full_batch import EVIDENCE_MAX_PARAMETERS, prior_scoring
+    from mechgym.memory import MemoryBudgetError
+
+    large = InteractionMechanism(5, 5)
+    assert sum(parameter.numel() for parameter in large.parameters()) > EVIDENCE_MAX_PARAMETERS
+    assert prior_scoring(large, diml_inverse.FitConfig()) == "valid"
+    assert prior_scoring(InteractionMechanism(3, 4), diml_inverse.FitConfig()) == "evidence"
+    monkeypatch.setattr("mechgym.memory.available_memory_bytes", lambda device="cpu": 1 << 30)
+    with pytest.raises(MemoryBudgetError, match="prior_selection='valid' needs none"):
+        prior_scoring(large, diml_inverse.FitConfig(prior_selection="evidence"))
+    assert prior_scoring(large, diml_inverse.FitConfig(prior_selection="evidence", check_memory=False)) == "evidence"
