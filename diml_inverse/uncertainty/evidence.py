@@ -5,15 +5,22 @@
 one Hessian ``H`` of the training NLL per trained prior (:func:`evidence_expansion`), then the evidence of many other
 priors from it (:meth:`EvidenceExpansion.log_evidence`).
 
-Two structures make this cheap without approximating anything:
+Structure makes this cheap without approximating anything (docs/results.md, "Choosing the prior by its evidence"):
 
 * **Independent blocks.** A payoff parameter that only one agent's likelihood reads (the interaction model's, one
   table per agent) has no Hessian entry with another agent's, so ``H + P`` is block-diagonal: the connected
-  components of the pattern of ``H`` and ``P`` are factorised one by one (blocks of one size batched), ``N**3`` times
-  fewer operations than the whole matrix for ``N`` agents. The Hessian-vector products themselves are shared:
-  one product probes one parameter of every block at once (the blocks' rows do not overlap).
+  components of the pattern of ``H`` and ``P`` are factorised one by one (blocks of one size batched), ``N**2``
+  times fewer operations than the whole matrix for ``N`` agents. The Hessian-vector products themselves are
+  shared: one product probes one parameter of every block at once (the blocks' rows do not overlap), and
+  parameters no agent reads are not probed.
+* **The payoff table.** A model with more parameters than table entries (the interaction model with all its
+  orders) gets its Hessian by the chain rule through the table: one product per table entry of an agent.
+* **Low rank.** Each block is kept as a square root ``R`` (``H_b = R R^T``), and the determinant and the Newton
+  step of every prior tried are ``r x r`` (Sylvester's identity), ``r`` the block's rank.
 * **Closed-form precisions.** A family that knows its prior's precision (``Mechanism.prior_precision``) gives it
-  directly instead of ``P`` Hessian-vector products of the penalty for every prior tried.
+  directly instead of ``P`` Hessian-vector products of the penalty for every prior tried; one whose precision is
+  constant within labelled classes (``Mechanism.prior_classes``, the interaction model's orders) lets the ``r x r``
+  matrices be precomputed per class.
 """
 
 from __future__ import annotations
