@@ -288,7 +288,9 @@ class FitConfig:
     picks among the few trained candidates. It costs one Hessian per trained candidate. The rows of
     :attr:`FitResult.model_search` then carry ``evidence_nll`` (minus the log evidence per agent-round).
     ``"auto"`` (the default) is ``"evidence"``, or ``"valid"`` when the fit learns learner quantities
-    (``learn_q0``, ``learn_alpha``, ``learn_epsilon``), which have no prior and so no evidence."""
+    (``learn_q0``, ``learn_alpha``, ``learn_epsilon``), which have no prior and so no evidence, or when the model has
+    more parameters than :data:`~diml_inverse.full_batch.EVIDENCE_MAX_PARAMETERS` (8,192: the evidence's dense
+    Hessians would take gigabytes)."""
     learn_q0: bool = False
     """learn the initial scores Q(1) per agent and action"""
     learn_alpha: bool = False
