@@ -31,11 +31,11 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor
-from torch.func import functional_call, jacrev, jvp, vmap
-from torch.func import grad as grad_of
+from torch.func import functional_call, jacrev
 
 from diml_inverse.result import FitResult
 from diml_inverse.uncertainty.information import (
@@ -45,6 +45,7 @@ from diml_inverse.uncertainty.information import (
     flat_fit,
     has_prior,
     hessian_columns,
+    hessian_products,
     visited_contexts,
 )
 from mechgym.mechanisms import Mechanism, TabularMechanism
@@ -56,6 +57,7 @@ __all__ = ["EvidenceExpansion", "evidence_expansion", "laplace_log_evidence"]
 EVIDENCE_RESOLUTION = 1e-6
 #: The grouped Hessian is kept when a random product agrees with it to this relative error (float32 products: ~1e-6).
 _PROBE_TOLERANCE = 1e-4
+_Item = TypeVar("_Item")
 
 
 def connected_components(pattern: Tensor) -> list[Tensor]:
@@ -74,12 +76,17 @@ def connected_components(pattern: Tensor) -> list[Tensor]:
     return [(labels == root).nonzero()[:, 0] for root in roots]
 
 
+def _by_size(items: list[_Item], size: Callable[[_Item], int]) -> list[list[_Item]]:
+    """``items`` grouped by ``size``, the groups in increasing size (each one batched factorisation)."""
+    groups: dict[int, list[_Item]] = {}
+    for item in items:
+        groups.setdefault(size(item), []).append(item)
+    return [group for _, group in sorted(groups.items())]
+
+
 def _batches(blocks: list[Tensor]) -> list[Tensor]:
-    """The blocks grouped by size, each group as one index tensor ``[B, s]`` (one batched factorisation)."""
-    sizes: dict[int, list[Tensor]] = {}
-    for block in blocks:
-        sizes.setdefault(int(block.numel()), []).append(block)
-    return [torch.stack(group) for _, group in sorted(sizes.items())]
+    """The blocks grouped by size, each group as one index tensor ``[B, s]``."""
+    return [torch.stack(group) for group in _by_size(blocks, Tensor.numel)]
 
 
 def _probe_groups(flat: FlatFit, actions: Tensor) -> list[Tensor] | None:
@@ -156,19 +163,21 @@ def _table_hessian(flat: FlatFit, actions: Tensor) -> tuple[Tensor, list[tuple[T
     )
     table_hessian, groups = _grouped_hessian_and_groups(free, actions)
     if groups is None:
-        return jacobian.T @ table_hessian @ jacobian + _second_order_term(flat, free, actions, table_of), None
-    # H_T is block-diagonal over the agents' groups, and an agent's rows of J read that agent's parameters only
-    hessian = torch.zeros(n_params, n_params, dtype=flat.theta.dtype)
-    parts = []
-    for group in groups:
-        rows = jacobian[group]
-        columns = rows.ne(0).any(0).nonzero()[:, 0]
-        rows = rows[:, columns].double()
-        block = table_hessian[group[:, None], group[None, :]].double()
-        hessian[columns[:, None], columns[None, :]] += (rows.T @ block @ rows).to(hessian.dtype)
-        parts.append((columns, rows, torch.linalg.eigh((block + block.T) / 2)))
+        hessian = jacobian.T @ table_hessian @ jacobian
+    else:  # H_T is block-diagonal over the agents' groups, and an agent's rows of J read that agent's parameters only
+        hessian = torch.zeros(n_params, n_params, dtype=flat.theta.dtype)
+        parts = []
+        for group in groups:
+            rows = jacobian[group]
+            columns = rows.ne(0).any(0).nonzero()[:, 0]
+            rows = rows[:, columns].double()
+            block = table_hessian[group[:, None], group[None, :]].double()
+            hessian[columns[:, None], columns[None, :]] += (rows.T @ block @ rows).to(hessian.dtype)
+            parts.append((columns, rows, torch.linalg.eigh((block + block.T) / 2)))
     if not mechanism.linear_in_parameters:
         return hessian + _second_order_term(flat, free, actions, table_of), None
+    if groups is None:
+        return hessian, None
     covered = torch.cat([columns for columns, _, _ in parts])
     if covered.unique().numel() < covered.numel():  # agents share parameters: the blocks are not separate
         return hessian, None
@@ -183,20 +192,10 @@ def _table_hessian(flat: FlatFit, actions: Tensor) -> tuple[Tensor, list[tuple[T
 
 def _second_order_term(flat: FlatFit, free: FlatFit, actions: Tensor, table_of: Callable[[Tensor], Tensor]) -> Tensor:
     """``sum_k (dNLL/dT_k) d2T_k/dtheta2`` ``[P, P]``: the chain rule's term for a model that is not linear in its
-    parameters (zero when it is). ``P`` Hessian-vector products of the weighted table alone (no unroll)."""
-    n_params = flat.theta.numel()
-    if flat.module.mechanism.linear_in_parameters:
-        return torch.zeros(n_params, n_params, dtype=flat.theta.dtype)
+    parameters. ``P`` Hessian-vector products of the weighted table alone (no unroll)."""
     weights = torch.func.grad(lambda values: -free.call(values, actions).sum())(free.theta)
-
-    def weighted(theta: Tensor) -> Tensor:
-        return weights @ table_of(theta)
-
-    def product(v: Tensor) -> Tensor:
-        return jvp(grad_of(weighted), (flat.theta,), (v,))[1]
-
-    eye = torch.eye(n_params, dtype=flat.theta.dtype)
-    return torch.cat([vmap(product, in_dims=1, out_dims=1)(eye[:, k : k + 64]) for k in range(0, n_params, 64)], 1)
+    eye = torch.eye(flat.theta.numel(), dtype=flat.theta.dtype)
+    return hessian_products(lambda theta: weights @ table_of(theta), flat.theta, eye)
 
 
 def _grouped_hessian(flat: FlatFit, actions: Tensor) -> Tensor:
@@ -258,15 +257,6 @@ class EvidenceExpansion:
     _components: list[tuple[Tensor, list[Tensor]]] = dataclasses.field(default_factory=list, repr=False)
     _sums: dict[tuple[str, int], tuple[Tensor, Tensor, Tensor]] = dataclasses.field(default_factory=dict, repr=False)
 
-    def prior_precision(self, mechanism: Mechanism) -> Tensor:
-        """``[P, P]``: the Hessian of ``mechanism``'s prior penalty on the expansion's parameters (zero on the learner
-        quantities). ``mechanism`` has the fit's parameter layout (the family with other prior arguments)."""
-        precision = torch.zeros_like(self.hessian)
-        index = self.mechanism.nonzero()[:, 0]
-        block = self._mechanism_precision(mechanism)
-        precision[index[:, None], index[None, :]] = torch.diag(block) if block.dim() == 1 else block
-        return precision
-
     def _mechanism_precision(self, mechanism: Mechanism) -> Tensor:
         """The precision on the mechanism's parameters: ``Mechanism.prior_precision`` when the family gives it in
         closed form (``[P_m]`` when diagonal, else ``[P_m, P_m]``), else by forward-over-reverse differentiation."""
@@ -286,8 +276,7 @@ class EvidenceExpansion:
                 start += math.prod(shape)
             return functional_call(module, params, (None, None))
 
-        size = int(self.mechanism.sum())
-        block = vmap(lambda v: jvp(grad_of(penalty), (theta,), (v,))[1])(torch.eye(size, dtype=torch.float64))
+        block = hessian_products(penalty, theta, torch.eye(theta.numel(), dtype=torch.float64))
         return (block + block.T) / 2
 
     def log_evidence(self, mechanism: Mechanism, refit: bool = True) -> float:
@@ -319,58 +308,57 @@ class EvidenceExpansion:
         log_det, curvature = 0.0, 0.0
         classes = self._classes(mechanism, precision) if pieces is self._pieces else None
         for piece, (index, root, target) in enumerate(pieces):  # [B, s], [B, s, r], [B, s]
-            if classes is not None:  # diagonal and constant per class: r x r sums precomputed per class
+            # H_b = R R^T and P = L L^T: det(I + W W^T) = det(I + W^T W) with W = L^-1 R, and the Newton step's
+            # (I + W W^T)^-1 u = u - W (I + W^T W)^-1 W^T u with u = L^-1 t: each prior costs r x r, not s x s
+            finish: Callable[[Tensor], Tensor]
+            if classes is not None:  # diagonal and constant per class: W^T W and W^T u as sums precomputed per class
                 labels, values = classes
                 if not bool((values > 0).all()):
                     return -math.inf
                 grams, projections = self._class_sums(labels, piece)  # [B, K, r, r], [B, K, r]
                 variance = values.reciprocal()  # [K]: the prior variances
-                block = variance[labels[index]] * target
-                if root.shape[-1]:
-                    gram = torch.einsum("k,bkij->bij", variance, grams)
-                    gram.diagonal(dim1=-2, dim2=-1).add_(1.0)
-                    gram_factor = torch.linalg.cholesky(gram)
-                    log_det += float(gram_factor.diagonal(dim1=-2, dim2=-1).log().sum())
-                    projected = torch.cholesky_solve(
-                        torch.einsum("k,bki->bi", variance, projections)[..., None], gram_factor
-                    )
-                    block = block - variance[labels[index]] * (root @ projected)[..., 0]
-                if refit:
-                    step = block - theta_hat[index]
-                    curvature += float((root.transpose(-1, -2) @ step[..., None]).square().sum())
-                theta[index] = block
-                continue
-            if precision.dim() == 1:  # diagonal: L^-1 = diag(scale)
+                gram = torch.einsum("k,bkij->bij", variance, grams)
+                rhs = torch.einsum("k,bki->bi", variance, projections)
+                per_parameter = variance[labels[index]]
+
+                def finish(z: Tensor) -> Tensor:
+                    return per_parameter * target - per_parameter * (root @ z[..., None])[..., 0]  # noqa: B023
+
+            elif precision.dim() == 1:  # diagonal: L^-1 = diag(scale)
                 diagonal = precision[index]
                 if not bool((diagonal > 0).all()):
                     return -math.inf
                 scale = diagonal.rsqrt()
                 whitened_root, whitened_target = scale[..., None] * root, scale * target
-            else:  # L block by block over the precision's own components (a random walk per curve)
-                factors = [self._prior_factor(precision[block[:, None], block[None, :]]) for block in index]
-                if any(factor is None for factor in factors):
-                    return -math.inf
-                whitened_root = torch.stack([f.solve(r) for f, r in zip(factors, root, strict=True)])  # type: ignore[union-attr]
-                whitened_target = torch.stack(
-                    [f.solve(t[:, None])[:, 0] for f, t in zip(factors, target, strict=True)]  # type: ignore[union-attr]
-                )
-            # det(I + W W^T) = det(I + W^T W) and (I + W W^T)^-1 u = u - W (I + W^T W)^-1 W^T u, W = L^-1 R: r x r
-            solved = whitened_target
-            if root.shape[-1]:
                 gram = whitened_root.transpose(-1, -2) @ whitened_root
+                rhs = (whitened_root.transpose(-1, -2) @ whitened_target[..., None])[..., 0]
+
+                def finish(z: Tensor) -> Tensor:
+                    return scale * (whitened_target - (whitened_root @ z[..., None])[..., 0])  # noqa: B023
+
+            else:  # L block by block over the precision's own components (a random walk per curve)
+                found = [self._prior_factor(precision[block[:, None], block[None, :]]) for block in index]
+                if any(factor is None for factor in found):
+                    return -math.inf
+                factors = [factor for factor in found if factor is not None]
+                whitened_root = torch.stack([f.solve(r) for f, r in zip(factors, root, strict=True)])
+                whitened_target = torch.stack([f.solve(t[:, None])[:, 0] for f, t in zip(factors, target, strict=True)])
+                gram = whitened_root.transpose(-1, -2) @ whitened_root
+                rhs = (whitened_root.transpose(-1, -2) @ whitened_target[..., None])[..., 0]
+
+                def finish(z: Tensor) -> Tensor:
+                    solved = whitened_target - (whitened_root @ z[..., None])[..., 0]  # noqa: B023
+                    return torch.stack(
+                        [f.solve(x[:, None], transpose=True)[:, 0] for f, x in zip(factors, solved, strict=True)]  # noqa: B023
+                    )
+
+            projected = rhs.new_zeros(rhs.shape)
+            if root.shape[-1]:
                 gram.diagonal(dim1=-2, dim2=-1).add_(1.0)
                 gram_factor = torch.linalg.cholesky(gram)  # I + W^T W is positive definite
                 log_det += float(gram_factor.diagonal(dim1=-2, dim2=-1).log().sum())
-                projected = torch.cholesky_solve(
-                    whitened_root.transpose(-1, -2) @ whitened_target[..., None], gram_factor
-                )
-                solved = whitened_target - (whitened_root @ projected)[..., 0]
-            if precision.dim() == 1:
-                block = scale * solved
-            else:
-                block = torch.stack(
-                    [f.solve(x[:, None], transpose=True)[:, 0] for f, x in zip(factors, solved, strict=True)]  # type: ignore[union-attr]
-                )
+                projected = torch.cholesky_solve(rhs[..., None], gram_factor)[..., 0]
+            block = finish(projected)
             if refit:
                 step = block - theta_hat[index]
                 curvature += float((root.transpose(-1, -2) @ step[..., None]).square().sum())
@@ -509,16 +497,19 @@ def evidence_expansion(result: FitResult, actions: Tensor) -> EvidenceExpansion:
         ]
     )
     expansion = EvidenceExpansion(flat, float(value), gradient.detach(), raw, mechanism, (torch.arange(len(raw)),))
-    precision = expansion.prior_precision(result.mechanism) if bool(mechanism.all()) else None
+    # the prior's coupling (a dense precision; a diagonal one couples nothing); with learner quantities there is no
+    # evidence to take, and the Hessian's pattern alone makes the blocks
+    precision = expansion._mechanism_precision(result.mechanism) if bool(mechanism.all()) else None
+    coupling = precision if precision is not None and precision.dim() == 2 else None
     if factors is not None:
         blocks = [columns for columns, _ in factors]
         blocks += [index[None] for index in _uncovered(len(raw), blocks)]
-        if precision is not None and _couples(precision, tuple(blocks)):
+        if coupling is not None and _couples(coupling, tuple(blocks)):
             factors = None
     if factors is not None:
         roots = _stacked_roots([*factors, *((block, raw.new_zeros(1, 0)) for block in blocks[len(factors) :])])
     else:
-        pattern = raw != 0 if precision is None else (raw != 0) | (precision != 0)
+        pattern = raw != 0 if coupling is None else (raw != 0) | (coupling != 0)
         blocks = connected_components(pattern)
         decompositions = []
         for index in _batches(blocks):
@@ -547,11 +538,8 @@ def _uncovered(size: int, blocks: list[Tensor]) -> Tensor:
 def _stacked_roots(factors: list[tuple[Tensor, Tensor]]) -> tuple[tuple[Tensor, Tensor], ...]:
     """Blocks ``(indices [s], R [s, r])`` grouped by size as ``(indices [B, s], R [B, s, r_max])`` (zero columns pad
     a smaller rank: they add nothing to ``R R^T``)."""
-    sizes: dict[int, list[tuple[Tensor, Tensor]]] = {}
-    for index, root in factors:
-        sizes.setdefault(int(index.numel()), []).append((index, root))
     stacked = []
-    for _, group in sorted(sizes.items()):
+    for group in _by_size(factors, lambda factor: int(factor[0].numel())):
         rank = max(int(root.shape[1]) for _, root in group)
         roots = [torch.nn.functional.pad(root.double(), (0, rank - root.shape[1])) for _, root in group]
         stacked.append((torch.stack([index for index, _ in group]), torch.stack(roots)))

@@ -33,6 +33,7 @@ __all__ = [
     "flat_fit",
     "has_prior",
     "hessian_columns",
+    "hessian_products",
     "identified_information",
     "posterior_information",
 ]
@@ -227,21 +228,28 @@ def _identified_basis(flat: FlatFit, actions: Tensor, gauge: bool, tolerance: fl
     return vectors[:, values > tolerance * top]
 
 
-def hessian_columns(flat: FlatFit, actions: Tensor, directions: Tensor, prior: bool = False) -> Tensor:
-    """``H @ directions`` for the Hessian ``H`` of the total NLL at ``theta`` (forward-over-reverse, in chunks);
-    with ``prior``, of the NLL plus the mechanism's prior penalty (the negative log posterior)."""
-
-    def nll(theta: Tensor) -> Tensor:
-        total = -flat.call(theta, actions).sum()
-        return total + flat.call(theta, None) if prior else total
+def hessian_products(function: Callable[[Tensor], Tensor], theta: Tensor, directions: Tensor) -> Tensor:
+    """``H @ directions`` ``[P, K]`` for the Hessian ``H`` of the scalar ``function`` at ``theta`` ``[P]``
+    (forward-over-reverse Hessian-vector products, vectorised over chunks of the ``K`` directions)."""
 
     def hvp(v: Tensor) -> Tensor:
-        return jvp(grad_of(nll), (flat.theta,), (v,))[1]
+        return jvp(grad_of(function), (theta,), (v,))[1]
 
     columns = [
         vmap(hvp, in_dims=1, out_dims=1)(directions[:, k : k + _CHUNK]) for k in range(0, directions.shape[1], _CHUNK)
     ]
     return torch.cat(columns, dim=1)
+
+
+def hessian_columns(flat: FlatFit, actions: Tensor, directions: Tensor, prior: bool = False) -> Tensor:
+    """``H @ directions`` for the Hessian ``H`` of the total NLL at ``theta`` (:func:`hessian_products`); with
+    ``prior``, of the NLL plus the mechanism's prior penalty (the negative log posterior)."""
+
+    def nll(theta: Tensor) -> Tensor:
+        total = -flat.call(theta, actions).sum()
+        return total + flat.call(theta, None) if prior else total
+
+    return hessian_products(nll, flat.theta, directions)
 
 
 def identified_information(
