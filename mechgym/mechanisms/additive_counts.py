@@ -8,8 +8,12 @@ quartic latency) is representable exactly when it depends on one count, and appr
 The prior (:meth:`AdditiveCountMechanism.prior_penalty`) is a Gaussian random walk along each curve (step
 ``prior_step``) with a weak Gaussian prior on the levels (``prior_scale``): counts the data never visit are
 filled in from their neighbours, and the curves' common levels, which behaviour does not identify, are pinned.
-The *cross* curves (``b != a_i``: how the others' use of another action moves one's payoff) have both standard
-deviations times ``prior_cross``; below 1 it says "one's payoff mostly depends on how many share one's action",
+With ``prior_curvature``, the prior also penalises a curve's second differences (the change of its step from one
+count to the next, standard deviation ``prior_curvature``): an integrated random walk, as in P-splines, which fills
+unvisited counts by continuing the neighbouring slope instead of holding the last value (a latency that keeps
+rising past the counts the data visit). ``None`` leaves the second differences free. The *cross* curves
+(``b != a_i``: how the others' use of another action moves one's payoff) have every standard deviation times
+``prior_cross``; below 1 it says "one's payoff mostly depends on how many share one's action",
 as in congestion, and shrinks the ``A * (A - 1)`` cross curves that such games leave unidentified.
 Payoffs are linear in the parameters: the fit is convex for logit-Q (see :mod:`mechgym.mechanisms.interaction`).
 """
@@ -35,7 +39,9 @@ class AdditiveCountMechanism(AnonymousMechanism):
         n_actions: Actions per agent ``A``.
         prior_step: Prior standard deviation of a curve's change from one count to the next (payoff units).
         prior_scale: Prior standard deviation of the main effects and of the curves' values.
-        prior_cross: Factor on both standard deviations for the cross curves (counted action != own action).
+        prior_cross: Factor on the standard deviations for the cross curves (counted action != own action).
+        prior_curvature: Prior standard deviation of a curve's second difference (payoff units); ``None`` for no
+            second-difference term (a first-order random walk only).
         seed: Unused (the parameters start at zero); accepted so that every model family takes a seed.
 
     Raises:
@@ -53,12 +59,14 @@ class AdditiveCountMechanism(AnonymousMechanism):
         prior_step: float = 0.1,
         prior_scale: float = 3.0,
         prior_cross: float = 1.0,
+        prior_curvature: float | None = None,
         seed: int | None = 0,
     ) -> None:
         super().__init__(n_agents, n_actions)
         self.prior_step = check_positive(prior_step, "prior_step")
         self.prior_scale = check_positive(prior_scale, "prior_scale")
         self.prior_cross = check_positive(prior_cross, "prior_cross")
+        self.prior_curvature = None if prior_curvature is None else check_positive(prior_curvature, "prior_curvature")
         a, n = self.n_actions, self.n_agents
         self.check_parameter_memory(a + a * a * n)
         self.main = nn.Parameter(torch.zeros(a))
@@ -70,6 +78,7 @@ class AdditiveCountMechanism(AnonymousMechanism):
             "prior_step": self.prior_step,
             "prior_scale": self.prior_scale,
             "prior_cross": self.prior_cross,
+            "prior_curvature": self.prior_curvature,
         }
 
     def payoff_from_counts(self, actions: Tensor, other_counts: Tensor) -> Tensor:
@@ -95,7 +104,8 @@ class AdditiveCountMechanism(AnonymousMechanism):
         return totals[..., None, :] + (below - at_count).transpose(-1, -2)  # [..., A(o), A(a)]
 
     def prior_penalty(self) -> Tensor:
-        """``0.5 * (|w diff(curves)|**2 / prior_step**2 + (|main|**2 + |w curves|**2) / prior_scale**2)``.
+        """``0.5 * (|w diff(curves)|**2 / prior_step**2 + |w diff(curves, 2)|**2 / prior_curvature**2
+        + (|main|**2 + |w curves|**2) / prior_scale**2)``, the second term only with a ``prior_curvature``.
 
         ``w`` is 1 on the own curves (``curves[a, a]``) and ``1 / prior_cross`` on the cross curves.
         """
@@ -103,20 +113,24 @@ class AdditiveCountMechanism(AnonymousMechanism):
         weight = torch.where(own, 1.0, self.prior_cross**-2).to(self.curves.dtype)
         steps = (self.curves.diff(dim=-1).square() * weight).sum() / self.prior_step**2
         levels = (self.main.square().sum() + (self.curves.square() * weight).sum()) / self.prior_scale**2
+        if self.prior_curvature is not None:
+            steps = steps + (self.curves.diff(n=2, dim=-1).square() * weight).sum() / self.prior_curvature**2
         return 0.5 * (steps + levels)
 
     def prior_precision(self) -> Tensor:
         """``[P, P]`` over ``(main, curves)`` flattened: ``I / prior_scale**2`` on the main effects and, on each curve,
-        ``w**2 (D / prior_step**2 + I / prior_scale**2)`` with ``D`` the random walk's path Laplacian (tridiagonal).
+        ``w**2 (D1^T D1 / prior_step**2 + D2^T D2 / prior_curvature**2 + I / prior_scale**2)``, with ``D1`` and
+        ``D2`` the first- and second-difference matrices (tri- and pentadiagonal products; no ``D2`` term without a
+        ``prior_curvature``).
         """
         a, n = self.n_actions, self.n_agents
         dtype, device = self.curves.dtype, self.curves.device
-        walk = torch.zeros(n, n, dtype=dtype, device=device)
-        if n > 1:
-            walk -= torch.diag(torch.ones(n - 1, dtype=dtype, device=device), 1)
-            walk -= torch.diag(torch.ones(n - 1, dtype=dtype, device=device), -1)
-            walk -= torch.diag(walk.sum(1))
-        curve = walk / self.prior_step**2 + torch.eye(n, dtype=dtype, device=device) / self.prior_scale**2
+        identity = torch.eye(n, dtype=dtype, device=device)
+        first = identity.diff(dim=0)  # [N - 1, N]: the rows of D1
+        curve = first.T @ first / self.prior_step**2 + identity / self.prior_scale**2
+        if self.prior_curvature is not None:
+            second = identity.diff(n=2, dim=0)  # [N - 2, N]
+            curve = curve + second.T @ second / self.prior_curvature**2
         own = torch.eye(a, dtype=torch.bool, device=device).reshape(-1)
         weights = torch.where(own, 1.0, self.prior_cross**-2).to(dtype)  # [A * A]
         blocks = [torch.eye(a, dtype=dtype, device=device) / self.prior_scale**2, *(w * curve for w in weights)]

@@ -247,8 +247,10 @@ def test_additive_count_evidence_equals_a_dense_float64_computation() -> None:
     [
         InteractionMechanism(3, 3, prior_scale=0.5, prior_decay=0.3),
         AdditiveCountMechanism(5, 3, prior_step=0.3, prior_scale=2.0, prior_cross=0.1),
+        AdditiveCountMechanism(6, 3, prior_step=0.3, prior_scale=2.0, prior_cross=0.1, prior_curvature=0.05),
+        AdditiveCountMechanism(2, 2, prior_step=0.3, prior_curvature=0.05),  # curves of 2 counts: no 2nd difference
     ],
-    ids=["interaction", "additive_counts"],
+    ids=["interaction", "additive_counts", "additive_counts_curvature", "additive_counts_short"],
 )
 def test_closed_form_prior_precisions_equal_the_penalty_hessian(mechanism: Mechanism) -> None:
     model = copy.deepcopy(mechanism).double()

@@ -113,6 +113,21 @@ def test_additive_counts_prior_penalises_steps_and_levels() -> None:
     assert float(model.prior_penalty().detach()) == pytest.approx(0.5 * (steps + levels))
 
 
+def test_additive_counts_curvature_penalises_second_differences_only() -> None:
+    line = AdditiveCountMechanism(5, 2, prior_step=0.5, prior_scale=2.0, prior_curvature=0.1)
+    plain = AdditiveCountMechanism(5, 2, prior_step=0.5, prior_scale=2.0)
+    with torch.no_grad():
+        line.curves.copy_(torch.arange(5.0).expand(2, 2, 5))  # straight lines: no second difference
+        plain.curves.copy_(line.curves)
+    assert float(line.prior_penalty()) == pytest.approx(float(plain.prior_penalty()))
+    with torch.no_grad():
+        bent = torch.arange(5.0).square().expand(2, 2, 5)  # second differences of 2 at each of 3 inner counts
+        line.curves.copy_(bent)
+        plain.curves.copy_(bent)
+    extra = 4 * 3 * 2.0**2 / 0.1**2  # four curves
+    assert float(line.prior_penalty() - plain.prior_penalty()) == pytest.approx(0.5 * extra)
+
+
 @pytest.mark.parametrize(
     ("build", "message"),
     [
@@ -122,6 +137,8 @@ def test_additive_counts_prior_penalises_steps_and_levels() -> None:
         (lambda: InteractionMechanism(30, 3), "too large"),
         (lambda: AdditiveCountMechanism(10, 3, prior_step=-1.0), "prior_step"),
         (lambda: AdditiveCountMechanism(10, 3, prior_scale=True), "prior_scale"),
+        (lambda: AdditiveCountMechanism(10, 3, prior_curvature=0.0), "prior_curvature"),
+        (lambda: AdditiveCountMechanism(10, 3, prior_curvature=math.nan), "prior_curvature"),
     ],
 )
 def test_bad_arguments_are_refused_clearly(build: object, message: str) -> None:
