@@ -62,7 +62,12 @@ class PriorGrid:
 PRIOR_SEARCH: dict[str, PriorGrid] = {
     "interaction": PriorGrid((("prior_decay", (0.25, 0.5, 1.0)), ("prior_scale", (1.0, 0.3, 3.0)))),
     "additive_counts": PriorGrid(
-        (("prior_cross", (1.0, 0.1, 0.01)), ("prior_step", (0.1, 0.03, 0.3, 1.0)), ("prior_scale", (3.0, 30.0))),
+        (
+            ("prior_cross", (1.0, 0.1, 0.01)),
+            ("prior_step", (0.1, 0.03, 0.3, 1.0)),
+            ("prior_scale", (3.0, 30.0)),
+            ("prior_curvature", (1.0, 0.1, 0.01)),
+        ),
         sweeps=2,
         extend=2,
     ),
