@@ -368,3 +368,32 @@ def test_readme_prints_the_figure_it_states(tmp_path: Path) -> None:
     assert float(printed.group(3)) >= 15  # the fit recovers the payoff differences convincingly
     assert float(printed.group(1)) == pytest.approx(float(stated.group(1)), rel=0.2)
     assert float(printed.group(2)) == pytest.approx(float(stated.group(2)), rel=0.05)
+
+
+def _table_cells(line: str) -> int:
+    """Cells of a markdown table row, not counting escaped bars or bars inside inline code."""
+    text = re.sub(r"`[^`]*`", "``", line.strip().replace(r"\|", ""))
+    return text.strip("|").count("|") + 1
+
+
+def test_every_markdown_table_row_has_its_header_s_cells() -> None:
+    """A row with a cell more or less than its header renders wrongly (GitHub drops or pads the cell)."""
+    checked = 0
+    for page in PAGES:
+        lines = (ROOT / page).read_text(encoding="utf-8").splitlines()
+        in_fence = False
+        header: int | None = None
+        for number, line in enumerate(lines, start=1):
+            if line.lstrip().startswith("```"):
+                in_fence = not in_fence
+                continue
+            if in_fence or not line.lstrip().startswith("|"):
+                header = None
+                continue
+            cells = _table_cells(line)
+            if header is None:
+                header = cells
+                continue
+            checked += 1
+            assert cells == header, f"{page}:{number}: {cells} cells under a header of {header}"
+    assert checked > 100
