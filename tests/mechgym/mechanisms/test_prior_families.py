@@ -119,13 +119,13 @@ def test_additive_counts_curvature_penalises_second_differences_only() -> None:
     with torch.no_grad():
         line.curves.copy_(torch.arange(5.0).expand(2, 2, 5))  # straight lines: no second difference
         plain.curves.copy_(line.curves)
-    assert float(line.prior_penalty()) == pytest.approx(float(plain.prior_penalty()))
+    assert float(line.prior_penalty().detach()) == pytest.approx(float(plain.prior_penalty().detach()))
     with torch.no_grad():
         bent = torch.arange(5.0).square().expand(2, 2, 5)  # second differences of 2 at each of 3 inner counts
         line.curves.copy_(bent)
         plain.curves.copy_(bent)
     extra = 4 * 3 * 2.0**2 / 0.1**2  # four curves
-    assert float(line.prior_penalty() - plain.prior_penalty()) == pytest.approx(0.5 * extra)
+    assert float((line.prior_penalty() - plain.prior_penalty()).detach()) == pytest.approx(0.5 * extra)
 
 
 @pytest.mark.parametrize(
