@@ -140,13 +140,19 @@ class FullBatchTrainer:
                 finish_epoch(row, problem, config, self.callback, started, checkpoints)
                 bar.set_postfix({k: f"{row[k]:.4f}" for k in ("train_nll", "valid_nll") if k in row})
                 if previous - loss <= CONVERGED_CHANGE * max(1.0, abs(loss)):
-                    logger.info("L-BFGS converged at epoch %d (loss %.8g)", epoch, loss)
+                    logger.info(
+                        "L-BFGS converged at epoch %d (loss %.8g, largest gradient %.3g)", epoch, loss, self.grad_max()
+                    )
                     break
                 if config.patience is not None and problem.valid.shape[0] and checkpoints.since_best >= config.patience:
                     break
                 previous = loss
         finally:
             bar.close()
+
+    def grad_max(self) -> float:
+        """The largest absolute gradient of the loss at the optimizer's last evaluation."""
+        return max((float(p.grad.abs().max()) for p in self.parameters if p.grad is not None), default=0.0)
 
     def check_finite(self, epoch: int, loss: float) -> None:
         """Raise :class:`~diml_inverse.errors.FitDivergedError` on a non-finite loss or parameter."""
