@@ -13,6 +13,7 @@ from mechgym.errors import ConfigurationError, suggest
 from mechgym.mechanisms import (
     MECHANISM_FAMILIES,
     AdditiveCountMechanism,
+    AggregateCountMechanism,
     AnonymousCountMechanism,
     InteractionMechanism,
     Mechanism,
@@ -24,7 +25,9 @@ from mechgym.mechanisms.base import DEFAULT_MAX_TABLE_SIZE
 from mechgym.mechanisms.interaction import interaction_parameter_count
 from mechgym.memory import MemoryBudgetError
 
-ModelName = Literal["auto", "neural", "anonymous", "tabular", "interaction", "additive_counts", "structured"]
+ModelName = Literal[
+    "auto", "neural", "anonymous", "tabular", "interaction", "additive_counts", "aggregate_counts", "structured"
+]
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 
 
@@ -71,6 +74,17 @@ PRIOR_SEARCH: dict[str, PriorGrid] = {
         sweeps=2,
         extend=2,
     ),
+    "aggregate_counts": PriorGrid(
+        (
+            ("prior_cross", (1.0, 0.1, 0.01)),
+            ("prior_step", (0.1, 0.03, 0.3, 1.0)),
+            ("prior_scale", (3.0, 30.0)),
+            ("prior_curvature", (1.0, 0.1, 0.01)),
+            ("prior_total", (1.0, 0.1, 10.0)),
+        ),
+        sweeps=2,
+        extend=2,
+    ),
 }
 #: The families with a prior and the constructor arguments the search chooses.
 PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {family: grid.arguments for family, grid in PRIOR_SEARCH.items()}
@@ -78,6 +92,9 @@ PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {family: grid.arguments for family,
 
 #: The largest additive count model ``model="auto"`` tries (parameters ``A + A * A * N``).
 MAX_AUTO_ADDITIVE_PARAMETERS = 1 << 20
+#: The largest aggregate count model ``model="auto"`` tries (parameters ``A + A * A * N + A * ((A - 1) (N - 1) + 1)``):
+#: its totals curves grow as ``A**2 N`` again, and its fit is the slowest of the three anonymous candidates.
+MAX_AUTO_AGGREGATE_PARAMETERS = 1 << 18
 
 
 def auto_model_candidates(truth_like: Mechanism) -> list[str]:
@@ -85,14 +102,20 @@ def auto_model_candidates(truth_like: Mechanism) -> list[str]:
 
     Small games (see :func:`auto_model_name`): the interaction model (main effects and interactions under a tuned
     prior) and the neural joint network (E1-E3's). Larger anonymous games: the additive count model (free curves
-    in the others' counts under a tuned prior) and E4's anonymous count network, when the curves fit in
-    :data:`MAX_AUTO_ADDITIVE_PARAMETERS`; otherwise the network alone. Other games: the neural joint network.
+    in the others' counts under a tuned prior), when the curves fit in :data:`MAX_AUTO_ADDITIVE_PARAMETERS`; then
+    the aggregate count model (the additive curves plus curves in the others' total ``sum_b b c_b``, which
+    represent aggregative games such as threshold public goods), when there are more than two actions (with two,
+    the total is a count the additive curves already hold) and it fits in :data:`MAX_AUTO_AGGREGATE_PARAMETERS`;
+    then E4's anonymous count network. Other games: the neural joint network.
     """
     name = auto_model_name(truth_like)
     n, a = truth_like.n_agents, truth_like.n_actions
     if name == "interaction":
         return ["interaction", "neural"]
     if name == "anonymous" and a + a * a * n <= MAX_AUTO_ADDITIVE_PARAMETERS:
+        aggregate = a + a * a * n + a * ((a - 1) * (n - 1) + 1)
+        if a > 2 and aggregate <= MAX_AUTO_AGGREGATE_PARAMETERS:
+            return ["additive_counts", "aggregate_counts", "anonymous"]
         return ["additive_counts", "anonymous"]
     return [name]
 
@@ -160,6 +183,7 @@ MODEL_FAMILIES: dict[str, type[Mechanism]] = {
     "tabular": TabularMechanism,
     "interaction": InteractionMechanism,
     "additive_counts": AdditiveCountMechanism,
+    "aggregate_counts": AggregateCountMechanism,
 }
 #: Constructor arguments that :func:`build_model` sets itself (sizes from the game, the seed from the fit).
 RESERVED_MODEL_ARGUMENTS: tuple[str, ...] = ("n_agents", "n_actions", "seed")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -235,9 +236,14 @@ def hessian_products(function: Callable[[Tensor], Tensor], theta: Tensor, direct
     def hvp(v: Tensor) -> Tensor:
         return jvp(grad_of(function), (theta,), (v,))[1]
 
-    columns = [
-        vmap(hvp, in_dims=1, out_dims=1)(directions[:, k : k + _CHUNK]) for k in range(0, directions.shape[1], _CHUNK)
-    ]
+    with warnings.catch_warnings():
+        # torch's first forward-mode product loads its own decompositions with torch.jit.script, which warns about
+        # itself (FutureWarning in torch 2.14): not the user's code, nor ours
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        columns = [
+            vmap(hvp, in_dims=1, out_dims=1)(directions[:, k : k + _CHUNK])
+            for k in range(0, directions.shape[1], _CHUNK)
+        ]
     return torch.cat(columns, dim=1)
 
 

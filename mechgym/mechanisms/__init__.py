@@ -6,6 +6,7 @@ from typing import Any
 
 from mechgym.errors import ConfigurationError, suggest
 from mechgym.mechanisms.additive_counts import AdditiveCountMechanism
+from mechgym.mechanisms.aggregate_counts import AggregateCountMechanism
 from mechgym.mechanisms.anonymous import AnonymousCountMechanism
 from mechgym.mechanisms.base import (
     AnonymousMechanism,
@@ -32,6 +33,7 @@ MECHANISM_FAMILIES: dict[str, type[Mechanism]] = {
         TabularMechanism,
         InteractionMechanism,
         AdditiveCountMechanism,
+        AggregateCountMechanism,
     )
 }
 
@@ -54,6 +56,7 @@ def build_mechanism(family: str, **config: Any) -> Mechanism:
 __all__ = [
     "MECHANISM_FAMILIES",
     "AdditiveCountMechanism",
+    "AggregateCountMechanism",
     "AnonymousCountMechanism",
     "AnonymousMechanism",
     "CongestionMechanism",

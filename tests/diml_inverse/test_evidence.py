@@ -25,7 +25,7 @@ from diml_inverse.uncertainty.evidence import (
 )
 from diml_inverse.uncertainty.information import StandardErrorsError, flat_fit, hessian_columns
 from mechgym.errors import ConfigurationError
-from mechgym.mechanisms import AdditiveCountMechanism, InteractionMechanism, Mechanism
+from mechgym.mechanisms import AdditiveCountMechanism, AggregateCountMechanism, InteractionMechanism, Mechanism
 from mechgym.traces import TraceDataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -251,8 +251,17 @@ def test_additive_count_evidence_equals_a_dense_float64_computation() -> None:
         AdditiveCountMechanism(5, 3, prior_step=0.3, prior_scale=2.0, prior_cross=0.1),
         AdditiveCountMechanism(6, 3, prior_step=0.3, prior_scale=2.0, prior_cross=0.1, prior_curvature=0.05),
         AdditiveCountMechanism(2, 2, prior_step=0.3, prior_curvature=0.05),  # curves of 2 counts: no 2nd difference
+        AggregateCountMechanism(5, 3, prior_step=0.3, prior_cross=0.1, prior_curvature=0.05, prior_total=0.4),
+        AggregateCountMechanism(4, 3, prior_step=0.3, prior_total=3.0, action_values=[0, 2, 1]),
     ],
-    ids=["interaction", "additive_counts", "additive_counts_curvature", "additive_counts_short"],
+    ids=[
+        "interaction",
+        "additive_counts",
+        "additive_counts_curvature",
+        "additive_counts_short",
+        "aggregate_counts_curvature",
+        "aggregate_counts_values",
+    ],
 )
 def test_closed_form_prior_precisions_equal_the_penalty_hessian(mechanism: Mechanism) -> None:
     model = copy.deepcopy(mechanism).double()

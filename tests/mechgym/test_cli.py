@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import mechgym
+import mechgym.registration
 from mechgym.cli import main
 from mechgym.envs import markdown_table
 from mechgym.learners import LogitQ
@@ -37,7 +38,11 @@ def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert ["mechgym/AnonymousGame-v0", "anonymous", "40", "10", "30"] in [line.split() for line in lines]
 
 
-def test_list_survives_a_game_that_cannot_be_built(capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_survives_a_game_that_cannot_be_built(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the broken game leaves mechgym's list with the test (else later listings warn about it)
+    monkeypatch.setattr(mechgym.registration, "_MECHGYM_IDS", dict(mechgym.registration._MECHGYM_IDS))
     mechgym.register("testcli/Broken-v0", lambda n_rounds=3: object(), single_agent=False)
     with pytest.warns(UserWarning, match="ParallelEnv"):
         assert main(["list"]) == 0

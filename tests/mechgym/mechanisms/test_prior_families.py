@@ -1,4 +1,5 @@
-"""The model families with a prior: InteractionMechanism (small games) and AdditiveCountMechanism (anonymous)."""
+"""The model families with a prior: InteractionMechanism (small games), AdditiveCountMechanism and
+AggregateCountMechanism (anonymous)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mechgym.errors import ConfigurationError
 from mechgym.mechanisms import (
     MECHANISM_FAMILIES,
     AdditiveCountMechanism,
+    AggregateCountMechanism,
     InteractionMechanism,
     all_joint_actions,
     build_mechanism,
@@ -128,6 +130,56 @@ def test_additive_counts_curvature_penalises_second_differences_only() -> None:
     assert float((line.prior_penalty() - plain.prior_penalty()).detach()) == pytest.approx(0.5 * extra)
 
 
+@pytest.mark.parametrize("values", [None, [0, 2, 3, 5]])
+def test_aggregate_counts_counterfactuals_match_the_generic_enumeration(values: list[int] | None) -> None:
+    model = AggregateCountMechanism(9, 4, prior_curvature=0.3, action_values=values)
+    _randomised(model, seed=8)
+    joint = torch.randint(0, 4, (3, 6, 9), generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(model.counterfactual_payoffs(joint), model.counterfactual_payoffs_generic(joint))
+
+
+def test_aggregate_counts_payoff_adds_one_totals_value_to_the_additive_payoff() -> None:
+    model = AggregateCountMechanism(5, 3, action_values=[0, 1, 3])
+    _randomised(model, seed=10)
+    joint = torch.tensor([0, 2, 2, 1, 0])
+    others = torch.tensor([1.0, 1.0, 2.0])  # agent 0 sees one other on 0, one on 1, two on 2: a total of 0 + 1 + 6
+    assert model.n_totals == 3 * 4 + 1
+    with torch.no_grad():
+        additive = model.main[0] + sum(model.curves[0, b, int(others[b])] for b in range(3))
+        assert float(model(joint)[0]) == pytest.approx(float(additive + model.totals[0, 7]), abs=1e-6)
+
+
+def test_aggregate_counts_represent_a_threshold_on_the_total_exactly() -> None:
+    """A threshold public good's payoff is a step in the total contribution: zero error with the step's values."""
+    n, a, threshold = 6, 3, 5
+    model = AggregateCountMechanism(n, a)
+    with torch.no_grad():
+        own = torch.arange(a, dtype=torch.float32)
+        totals = torch.arange(model.n_totals, dtype=torch.float32)
+        model.totals.copy_((totals[None, :] + own[:, None] >= threshold).float() - 0.4 * own[:, None])
+    joint = torch.randint(0, a, (50, n), generator=torch.Generator().manual_seed(11))
+    total = joint.sum(-1, keepdim=True).float()
+    expected = (total >= threshold).float() - 0.4 * joint.float()
+    torch.testing.assert_close(model(joint), expected)
+
+
+def test_aggregate_counts_prior_adds_the_totals_terms_scaled_by_prior_total() -> None:
+    base = dict(prior_step=0.5, prior_scale=2.0, prior_curvature=0.25)
+    near = AggregateCountMechanism(4, 2, **base, prior_total=1.0)
+    far = AggregateCountMechanism(4, 2, **base, prior_total=2.0)
+    plain = AdditiveCountMechanism(4, 2, **base)
+    with torch.no_grad():
+        for model in (near, far, plain):
+            model.curves.copy_(torch.arange(4.0).expand(2, 2, 4))
+        for model in (near, far):
+            model.totals.copy_(torch.arange(4.0).square().expand(2, 4))  # totals 0 .. 3: 1 x (4 - 1) + 1 values
+    # two curves 0, 1, 4, 9: steps 1, 3, 5; second differences 2, 2; levels 0, 1, 16, 81
+    totals = 2 * 0.5 * ((1 + 9 + 25) / 0.5**2 + (4 + 4) / 0.25**2 + (1 + 16 + 81) / 2.0**2)
+    extra = float((near.prior_penalty() - plain.prior_penalty()).detach())
+    assert extra == pytest.approx(totals)
+    assert float((far.prior_penalty() - plain.prior_penalty()).detach()) == pytest.approx(totals / 4)
+
+
 @pytest.mark.parametrize(
     ("build", "message"),
     [
@@ -139,6 +191,11 @@ def test_additive_counts_curvature_penalises_second_differences_only() -> None:
         (lambda: AdditiveCountMechanism(10, 3, prior_scale=True), "prior_scale"),
         (lambda: AdditiveCountMechanism(10, 3, prior_curvature=0.0), "prior_curvature"),
         (lambda: AdditiveCountMechanism(10, 3, prior_curvature=math.nan), "prior_curvature"),
+        (lambda: AggregateCountMechanism(10, 3, prior_total=0.0), "prior_total"),
+        (lambda: AggregateCountMechanism(10, 3, action_values=[0, 1]), "action_values"),
+        (lambda: AggregateCountMechanism(10, 3, action_values=[0, -1, 2]), "action_values"),
+        (lambda: AggregateCountMechanism(10, 3, action_values=[0, 0.5, 2]), "action_values"),
+        (lambda: AggregateCountMechanism(10, 3, action_values=[0, 0, 0]), "action_values"),
     ],
 )
 def test_bad_arguments_are_refused_clearly(build: object, message: str) -> None:
@@ -146,7 +203,7 @@ def test_bad_arguments_are_refused_clearly(build: object, message: str) -> None:
         build()  # type: ignore[operator]
 
 
-@pytest.mark.parametrize("family", ["interaction", "additive_counts"])
+@pytest.mark.parametrize("family", ["interaction", "additive_counts", "aggregate_counts"])
 def test_families_are_registered_and_rebuild_from_their_config(family: str) -> None:
     model = MECHANISM_FAMILIES[family](6, 3, prior_scale=0.7)
     rebuilt = build_mechanism(family, **model.config())
