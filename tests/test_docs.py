@@ -100,6 +100,10 @@ SMOKE: tuple[Substitution, ...] = (
 
 #: ```bash blocks that are not run, by page and first line, and why.
 NOT_RUN: dict[tuple[str, str], str] = {
+    (
+        "docs/results.md",
+        "python benchmarks/unseen_aggregative.py --models additive_counts aggregate_counts auto --threads 1",
+    ): "two aggregative games outside the zoo: 18 fits, about 25 minutes (test_benchmarks.py runs it with --quick)",
     ("docs/results.md", "python -m diml_inverse.experiments goktas --out runs/goktas --threads 1"): (
         "Goktas et al.'s table: 14 rows, seconds (tests/diml_inverse/equilibrium/test_traces.py runs one game)"
     ),
