@@ -123,15 +123,21 @@ class AdditiveCountMechanism(AnonymousMechanism):
         ``D2`` the first- and second-difference matrices (tri- and pentadiagonal products; no ``D2`` term without a
         ``prior_curvature``).
         """
-        a, n = self.n_actions, self.n_agents
+        a = self.n_actions
         dtype, device = self.curves.dtype, self.curves.device
-        identity = torch.eye(n, dtype=dtype, device=device)
-        first = identity.diff(dim=0)  # [N - 1, N]: the rows of D1
-        curve = first.T @ first / self.prior_step**2 + identity / self.prior_scale**2
-        if self.prior_curvature is not None:
-            second = identity.diff(n=2, dim=0)  # [N - 2, N]
-            curve = curve + second.T @ second / self.prior_curvature**2
+        curve = self.curve_precision(self.n_agents)
         own = torch.eye(a, dtype=torch.bool, device=device).reshape(-1)
         weights = torch.where(own, 1.0, self.prior_cross**-2).to(dtype)  # [A * A]
         blocks = [torch.eye(a, dtype=dtype, device=device) / self.prior_scale**2, *(w * curve for w in weights)]
         return torch.block_diag(*blocks)
+
+    def curve_precision(self, length: int) -> Tensor:
+        """``D1^T D1 / prior_step**2 + D2^T D2 / prior_curvature**2 + I / prior_scale**2`` ``[length, length]``: the
+        prior precision of one curve of ``length`` values (no ``D2`` term without a ``prior_curvature``)."""
+        identity = torch.eye(length, dtype=self.curves.dtype, device=self.curves.device)
+        first = identity.diff(dim=0)  # [length - 1, length]: the rows of D1
+        curve = first.T @ first / self.prior_step**2 + identity / self.prior_scale**2
+        if self.prior_curvature is not None:
+            second = identity.diff(n=2, dim=0)  # [length - 2, length]
+            curve = curve + second.T @ second / self.prior_curvature**2
+        return curve

@@ -121,12 +121,5 @@ class AggregateCountMechanism(AdditiveCountMechanism):
     def prior_precision(self) -> Tensor:
         """``[P, P]`` over ``(main, curves, totals)`` flattened: the additive model's, then one block per totals
         curve, ``(D1^T D1 / prior_step**2 + D2^T D2 / prior_curvature**2 + I / prior_scale**2) / prior_total**2``."""
-        dtype, device = self.totals.dtype, self.totals.device
-        identity = torch.eye(self.n_totals, dtype=dtype, device=device)
-        first = identity.diff(dim=0)
-        curve = first.T @ first / self.prior_step**2 + identity / self.prior_scale**2
-        if self.prior_curvature is not None:
-            second = identity.diff(n=2, dim=0)
-            curve = curve + second.T @ second / self.prior_curvature**2
-        curve = curve / self.prior_total**2
+        curve = self.curve_precision(self.n_totals) / self.prior_total**2
         return torch.block_diag(super().prior_precision(), *([curve] * self.n_actions))
