@@ -111,11 +111,17 @@ class AdditiveCountMechanism(AnonymousMechanism):
         """
         own = torch.eye(self.n_actions, dtype=torch.bool, device=self.curves.device)[..., None]  # [A, A, 1]
         weight = torch.where(own, 1.0, self.prior_cross**-2).to(self.curves.dtype)
-        steps = (self.curves.diff(dim=-1).square() * weight).sum() / self.prior_step**2
-        levels = (self.main.square().sum() + (self.curves.square() * weight).sum()) / self.prior_scale**2
+        return 0.5 * (self.curve_penalty(self.curves, weight) + self.main.square().sum() / self.prior_scale**2)
+
+    def curve_penalty(self, curves: Tensor, weight: Tensor | float = 1.0) -> Tensor:
+        """``sum w**2 (diff(c)**2 / prior_step**2 + diff(c, 2)**2 / prior_curvature**2 + c**2 / prior_scale**2)`` over
+        the curves ``c`` along the last axis (``weight`` is ``w**2``, broadcast; no second-difference term without a
+        ``prior_curvature``): twice the prior penalty of curves whose precision is :meth:`curve_precision`."""
+        terms = (curves.diff(dim=-1).square() * weight).sum() / self.prior_step**2
+        terms = terms + (curves.square() * weight).sum() / self.prior_scale**2
         if self.prior_curvature is not None:
-            steps = steps + (self.curves.diff(n=2, dim=-1).square() * weight).sum() / self.prior_curvature**2
-        return 0.5 * (steps + levels)
+            terms = terms + (curves.diff(n=2, dim=-1).square() * weight).sum() / self.prior_curvature**2
+        return terms
 
     def prior_precision(self) -> Tensor:
         """``[P, P]`` over ``(main, curves)`` flattened: ``I / prior_scale**2`` on the main effects and, on each curve,

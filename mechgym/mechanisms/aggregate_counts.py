@@ -112,11 +112,7 @@ class AggregateCountMechanism(AdditiveCountMechanism):
     def prior_penalty(self) -> Tensor:
         """The additive model's penalty plus the same random walk, second differences and levels on ``totals``,
         every standard deviation times ``prior_total``."""
-        totals = self.totals
-        terms = totals.diff(dim=-1).square().sum() / self.prior_step**2 + totals.square().sum() / self.prior_scale**2
-        if self.prior_curvature is not None:
-            terms = terms + totals.diff(n=2, dim=-1).square().sum() / self.prior_curvature**2
-        return super().prior_penalty() + 0.5 * terms / self.prior_total**2
+        return super().prior_penalty() + 0.5 * self.curve_penalty(self.totals) / self.prior_total**2
 
     def prior_precision(self) -> Tensor:
         """``[P, P]`` over ``(main, curves, totals)`` flattened: the additive model's, then one block per totals
