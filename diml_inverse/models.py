@@ -20,6 +20,7 @@ from mechgym.mechanisms import (
     NeuralJointMechanism,
     PublicGoodsMechanism,
     TabularMechanism,
+    aggregate_parameter_count,
 )
 from mechgym.mechanisms.base import DEFAULT_MAX_TABLE_SIZE
 from mechgym.mechanisms.interaction import interaction_parameter_count
@@ -113,8 +114,7 @@ def auto_model_candidates(truth_like: Mechanism) -> list[str]:
     if name == "interaction":
         return ["interaction", "neural"]
     if name == "anonymous" and a + a * a * n <= MAX_AUTO_ADDITIVE_PARAMETERS:
-        aggregate = a + a * a * n + a * ((a - 1) * (n - 1) + 1)
-        if a > 2 and aggregate <= MAX_AUTO_AGGREGATE_PARAMETERS:
+        if a > 2 and aggregate_parameter_count(n, a) <= MAX_AUTO_AGGREGATE_PARAMETERS:
             return ["additive_counts", "aggregate_counts", "anonymous"]
         return ["additive_counts", "anonymous"]
     return [name]

@@ -6,7 +6,7 @@ from typing import Any
 
 from mechgym.errors import ConfigurationError, suggest
 from mechgym.mechanisms.additive_counts import AdditiveCountMechanism
-from mechgym.mechanisms.aggregate_counts import AggregateCountMechanism
+from mechgym.mechanisms.aggregate_counts import AggregateCountMechanism, aggregate_parameter_count
 from mechgym.mechanisms.anonymous import AnonymousCountMechanism
 from mechgym.mechanisms.base import (
     AnonymousMechanism,
@@ -66,6 +66,7 @@ __all__ = [
     "PublicGoodsMechanism",
     "TabularMechanism",
     "action_counts",
+    "aggregate_parameter_count",
     "all_joint_actions",
     "build_mechanism",
     "gather_counterfactuals",

@@ -27,7 +27,15 @@ from mechgym.errors import ConfigurationError
 from mechgym.mechanisms.additive_counts import AdditiveCountMechanism
 from mechgym.validation import check_positive
 
-__all__ = ["AggregateCountMechanism"]
+__all__ = ["AggregateCountMechanism", "aggregate_parameter_count"]
+
+
+def aggregate_parameter_count(n_agents: int, n_actions: int, largest_value: int | None = None) -> int:
+    """Parameters of an :class:`AggregateCountMechanism`: ``A`` main effects, ``A * A * N`` count curves and ``A``
+    totals curves of ``largest_value * (N - 1) + 1`` values (``largest_value`` of the action values; ``A - 1`` by
+    default)."""
+    largest = n_actions - 1 if largest_value is None else largest_value
+    return n_actions + n_actions * n_actions * n_agents + n_actions * (largest * (n_agents - 1) + 1)
 
 
 class AggregateCountMechanism(AdditiveCountMechanism):
@@ -82,7 +90,7 @@ class AggregateCountMechanism(AdditiveCountMechanism):
             )
         self.action_values = [int(v) for v in values]
         self.n_totals = max(self.action_values) * (self.n_agents - 1) + 1  # totals 0 .. max(v) (N - 1)
-        self.check_parameter_memory(self.n_actions + self.n_actions * (self.n_actions * self.n_agents + self.n_totals))
+        self.check_parameter_memory(aggregate_parameter_count(self.n_agents, self.n_actions, max(self.action_values)))
         self.register_buffer("values", torch.tensor(self.action_values, dtype=torch.float32), persistent=False)
         self.totals = nn.Parameter(torch.zeros(self.n_actions, self.n_totals))  # [own action, total of the others]
 
