@@ -32,6 +32,7 @@ __all__ = [
     "FIT_ARGUMENTS",
     "FIT_OPTION_RULES",
     "FitConfig",
+    "ModelSelection",
     "Optimizer",
     "OptionRule",
     "Select",
@@ -43,6 +44,8 @@ __all__ = [
 Select = Literal["best_valid", "last"]
 Optimizer = Literal["auto", "adam", "lbfgs"]
 PriorSelection = Literal["auto", "valid", "evidence"]
+#: How ``model="auto"`` chooses among its families: the simplest within one standard error, or the best held-out NLL.
+ModelSelection = Literal["one_se", "best_valid"]
 
 
 def _is_int(value: object) -> bool:
@@ -136,6 +139,9 @@ FIT_OPTION_RULES: dict[str, OptionRule] = {
     "prior_selection": OptionRule(
         "'auto', 'valid' or 'evidence'", lambda v: isinstance(v, str) and v in ("auto", "valid", "evidence")
     ),
+    "model_selection": OptionRule(
+        "'one_se' or 'best_valid'", lambda v: isinstance(v, str) and v in ("one_se", "best_valid")
+    ),
     "learn_q0": _BOOL,
     "learn_alpha": _BOOL,
     "learn_epsilon": _BOOL,
@@ -217,11 +223,13 @@ class FitConfig:
     """
 
     model: ModelName | Mechanism = "auto"
-    """model family: auto picks neural, or anonymous for large anonymous games; tabular is Tabular MLE,
+    """model family: auto fits the families that apply and keeps one (model_selection); tabular is Tabular MLE,
     structured the game's own family from a random start (StructMLE)
 
     ``"neural"`` is the paper's joint network, ``"anonymous"`` E4's count network, ``"tabular"`` a free table of
-    every joint action. A :class:`~mechgym.mechanisms.Mechanism` instance is trained as a copy: the caller's
+    every joint action. ``"auto"`` fits :func:`~diml_inverse.models.auto_model_candidates`: the interaction model and
+    the joint network for small games, the additive and aggregate count models and the count network for larger
+    anonymous ones, the joint network otherwise. A :class:`~mechgym.mechanisms.Mechanism` instance is trained as a copy: the caller's
     module (and any earlier result) is never changed."""
     model_kwargs: Mapping[str, Any] | None = None
     """extra constructor arguments of a named model family, e.g. {"hidden": 64} (default: none)
@@ -291,6 +299,16 @@ class FitConfig:
     (``learn_q0``, ``learn_alpha``, ``learn_epsilon``), which have no prior and so no evidence, or when the model has
     more parameters than :data:`~diml_inverse.full_batch.EVIDENCE_MAX_PARAMETERS` (8,192: the evidence's dense
     Hessians would take gigabytes)."""
+    model_selection: ModelSelection = "one_se"
+    """how model="auto" chooses among its families: one_se (the simplest within one standard error of the best
+    held-out NLL) or best_valid (the best held-out NLL)
+
+    ``model="auto"`` fits its families (:func:`~diml_inverse.models.auto_model_candidates`) simplest first. With
+    ``"one_se"`` (Breiman's one-standard-error rule) it keeps the first whose held-out NLL is above the best one's
+    by at most the standard error of their paired per-episode difference over the validation episodes: a richer
+    family must win by more than the validation episodes can resolve. With fewer than two validation episodes
+    there is no standard error, and the best held-out NLL is kept. Every family's held-out NLL and its standard
+    error are in :attr:`FitResult.model_search`."""
     learn_q0: bool = False
     """learn the initial scores Q(1) per agent and action"""
     learn_alpha: bool = False

@@ -60,6 +60,8 @@ __all__ = [
     "FitProblem",
     "LearnerParameters",
     "Trainer",
+    "choose_family",
+    "episode_nll",
     "finish_epoch",
     "fit",
     "mean_nll",
@@ -158,7 +160,7 @@ class FitProblem:
         train: Training actions ``[E_train, T, N]`` on ``device`` (the first episodes).
         valid: Held-out actions ``[E_valid, T, N]`` on ``device`` (the last ``valid_fraction`` of the episodes).
         order_seed: Seed of the minibatch (and agent, window) order.
-        auto_families: With ``model="auto"``, the families :func:`fit` tries, best held-out likelihood first
+        auto_families: With ``model="auto"``, the families :func:`fit` tries, simplest first
             (:func:`~diml_inverse.models.auto_model_candidates`); ``model_name`` is the first.
     """
 
@@ -649,16 +651,16 @@ def fit(
     families = [problem.model_name]
     if config.model == "auto" and config.model_kwargs is None and problem.valid.shape[0]:
         families = list(problem.auto_families)
-    best: tuple[float, FitProblem, Checkpoints] | None = None
+    trained: list[tuple[FitProblem, Checkpoints]] = []  # each family's trained problem, in order
     search: list[dict[str, float | str]] = []
     for family in families:
         if family != problem.model_name:
             problem = prepare_fit(env_id, traces, learner, dataclasses.replace(config, model=cast(ModelName, family)))
         try:
-            trained, checkpoints, rows = train_family(problem, config, callback, started)
+            candidate, checkpoints, rows = train_family(problem, config, callback, started)
         except FitInterrupted as stop:
             # the best finished candidate (of this family's prior search, or an earlier family), if any
-            done = [x for x in (getattr(stop, "finished", None), best[1:] if best else None) if x and x[1].best]
+            done = [x for x in (getattr(stop, "finished", None), *trained) if x and x[1].best]
             if not done:
                 raise
             finished = min(done, key=lambda pair: pair[1].best[0])  # type: ignore[index]
@@ -666,16 +668,76 @@ def fit(
             raise FitInterrupted(result, len(result.history) if result else 0, config.epochs) from stop
         score = checkpoints.best[0] if checkpoints.best is not None else math.inf
         search += [{"model": family, **row} for row in rows] or [{"model": family, "valid_nll": score}]
-        if best is None or score < best[0]:
-            best = (score, trained, checkpoints)
-    assert best is not None  # at least one family ran
-    result = best[2].result(best[1], config, started, interrupted=False)
+        trained.append((candidate, checkpoints))
+    chosen = choose_family(trained, config, started, search) if len(trained) > 1 else trained[0]
+    result = chosen[1].result(chosen[0], config, started, interrupted=False)
     assert result is not None  # at least one epoch ran
     if len(search) > 1:
         for row in search:
             row["selected"] = float(row["model"] == result.model_name and row.get("selected", 1.0) == 1.0)
         result.model_search = search
     return result
+
+
+def episode_nll(
+    mechanism: Mechanism, actions: Tensor, learner: Learner, q0: Tensor | None, batch_size: int = 64
+) -> np.ndarray:
+    """Negative log-likelihood of every episode of ``actions`` (``[E, T, N]``) under learners playing
+    ``mechanism``, ``[E]``: ``-sum log pi_i(t)(a_i(t))`` over its rounds ``t >= 2`` and agents (float64 numpy)."""
+    values = []
+    with torch.no_grad():
+        for start in range(0, actions.shape[0], batch_size):
+            terms = log_likelihood(mechanism, actions[start : start + batch_size], learner, q0, reduction="none")
+            values.append(-terms.double().sum(dim=(1, 2)).cpu().numpy())
+    return np.concatenate(values) if values else np.zeros(0)
+
+
+def choose_family(
+    trained: Sequence[tuple[FitProblem, Checkpoints]],
+    config: FitConfig,
+    started: float,
+    search: list[dict[str, float | str]],
+) -> tuple[FitProblem, Checkpoints]:
+    """The family ``model="auto"`` keeps among ``trained`` (simplest first), by ``config.model_selection``.
+
+    ``"best_valid"``: the best held-out NLL. ``"one_se"``: the first family whose held-out NLL per agent-round
+    exceeds the best one's by at most the standard error of their paired difference over the validation episodes
+    (the best held-out NLL with fewer than two validation episodes). Each family's rows of ``search`` gain
+    ``family_gap`` (its held-out NLL minus the best family's) and ``family_gap_se`` (that difference's standard
+    error), with ``"one_se"``.
+    """
+    scores = [checkpoints.best[0] if checkpoints.best is not None else math.inf for _, checkpoints in trained]
+    n_valid = int(trained[0][0].valid.shape[0])
+    if config.model_selection == "best_valid" or n_valid < 2:
+        return trained[int(np.argmin(scores))]  # the first of the best
+    per_episode = []
+    for problem, checkpoints in trained:
+        result = checkpoints.result(problem, config, started, interrupted=False)  # the parameters it would return
+        if result is None:
+            per_episode.append(np.full(n_valid, math.inf))
+            continue
+        terms = (problem.valid.shape[1] - 1) * problem.valid.shape[2]
+        per_episode.append(
+            episode_nll(result.mechanism, problem.valid, result.learner, result.q0, config.batch_size) / terms
+        )
+    best = int(np.argmin([values.mean() for values in per_episode]))  # of the parameters each would return
+    chosen = best
+    for index, (problem, _) in enumerate(trained):
+        difference = per_episode[index] - per_episode[best]
+        gap = float(difference.mean()) if np.isfinite(difference).all() else math.inf
+        gap_se = float(difference.std(ddof=1) / math.sqrt(n_valid)) if math.isfinite(gap) else math.inf
+        for row in search:
+            if row["model"] == problem.model_name:
+                row["family_gap"], row["family_gap_se"] = gap, gap_se
+        if chosen == best and index < best and gap <= gap_se:
+            chosen = index
+    if chosen != best:
+        logger.info(
+            "model='auto': %s kept, within one standard error of %s's held-out NLL",
+            trained[chosen][0].model_name,
+            trained[best][0].model_name,
+        )
+    return trained[chosen]
 
 
 def train_family(

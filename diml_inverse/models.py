@@ -99,7 +99,8 @@ MAX_AUTO_AGGREGATE_PARAMETERS = 1 << 18
 
 
 def auto_model_candidates(truth_like: Mechanism) -> list[str]:
-    """The families ``model="auto"`` fits, in order; :func:`~diml_inverse.fit` keeps the best held-out NLL.
+    """The families ``model="auto"`` fits, simplest first; :func:`~diml_inverse.fit` keeps one by
+    ``FitConfig.model_selection`` (by default the simplest within one standard error of the best held-out NLL).
 
     Small games (see :func:`auto_model_name`): the interaction model (main effects and interactions under a tuned
     prior) and the neural joint network (E1-E3's). Larger anonymous games: the additive count model (free curves

@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from diml_inverse.config import FitConfig, fit_config
 from diml_inverse.dynamics import dynamics_for
+from diml_inverse.fit import episode_nll as fitted_episode_nll
 from diml_inverse.fit import fit
-from diml_inverse.likelihood import log_likelihood
 from diml_inverse.metrics import derive_seed, format_metrics_table
 from diml_inverse.result import FitResult
 from mechgym.errors import ConfigurationError
@@ -157,14 +156,7 @@ def episode_nll(result: FitResult, traces: TraceDataset, batch_size: int = 64) -
     Returns:
         ``-sum log pi_i(t)(a_i(t))`` over each episode's rounds ``t >= 2`` and agents (float64 numpy).
     """
-    actions = traces.actions_tensor()
-    values = []
-    with torch.no_grad():
-        for start in range(0, actions.shape[0], batch_size):
-            batch = actions[start : start + batch_size]
-            terms = log_likelihood(result.mechanism, batch, result.learner, result.q0, reduction="none")
-            values.append(-terms.double().sum(dim=(1, 2)).cpu().numpy())
-    return np.concatenate(values)
+    return fitted_episode_nll(result.mechanism, traces.actions_tensor(), result.learner, result.q0, batch_size)
 
 
 def _check_candidates(candidates: Any) -> dict[str, Learner]:

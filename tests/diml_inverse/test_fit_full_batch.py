@@ -121,7 +121,8 @@ def test_auto_tries_every_anonymous_family_and_keeps_the_best_one() -> None:
     candidates = auto_model_candidates(mechgym.make(env_id, **kwargs).mechanism)
     assert candidates == ["additive_counts", "aggregate_counts", "anonymous"]
     traces = mechgym.rollout(mechgym.make(env_id, **kwargs), n_episodes=10, n_rounds=20, seed=0)
-    result = diml_inverse.fit(env_id, traces, epochs=2, batch_size=8, progress=False, prior_selection="valid")
+    options = {"epochs": 2, "batch_size": 8, "progress": False, "prior_selection": "valid"}
+    result = diml_inverse.fit(env_id, traces, model_selection="best_valid", **options)
     models = [row["model"] for row in result.model_search]
     assert models[-1] == "anonymous" and set(models[:-1]) == {"additive_counts", "aggregate_counts"}
     assert models.index("aggregate_counts") > models.index("additive_counts")
@@ -130,6 +131,56 @@ def test_auto_tries_every_anonymous_family_and_keeps_the_best_one() -> None:
     best = min(result.model_search, key=lambda row: row["valid_nll"])
     assert best["selected"] == 1 and result.model_name == best["model"]
     assert sum(row["selected"] for row in result.model_search) == 1
+    assert all("family_gap" not in row for row in result.model_search)  # only the one-standard-error rule needs it
+
+    # the default keeps the simplest family within one standard error of the best held-out NLL
+    one_se = diml_inverse.fit(env_id, traces, **options)
+    assert one_se.config.model_selection == "one_se"
+    rows = one_se.model_search
+    assert [row["model"] for row in rows] == models and [row["valid_nll"] for row in rows] == pytest.approx(
+        [row["valid_nll"] for row in result.model_search]
+    )  # the same candidates: only the choice among the families differs
+    gaps = {row["model"]: (row["family_gap"], row["family_gap_se"]) for row in rows}
+    assert list(gaps) == ["additive_counts", "aggregate_counts", "anonymous"]
+    assert min(gap for gap, _ in gaps.values()) == 0.0 and all(se >= 0 for _, se in gaps.values())
+    assert gaps[best["model"]][0] == pytest.approx(0.0, abs=1e-9)  # the best is the same by either measure
+    expected = next(family for family, (gap, se) in gaps.items() if gap <= se)
+    assert one_se.model_name == expected and sum(row["selected"] for row in rows) == 1
+    chosen = next(row for row in rows if row["selected"] == 1)
+    assert chosen["model"] == expected
+
+
+def test_one_standard_error_rule_against_per_episode_nlls() -> None:
+    """The gap and its standard error are the paired per-episode differences of the returned fits on the
+    validation episodes; with one validation episode there is no standard error and the best is kept."""
+    env_id = "mechgym/NeuralMechanism-v0"
+    traces = mechgym.rollout(env_id, n_episodes=10, n_rounds=15, seed=2)
+    result = diml_inverse.fit(env_id, traces, epochs=3, progress=False, seed=0)
+    assert result.n_valid_episodes == 2
+    valid = traces.episodes(slice(8, 10))
+    by_family = {}
+    for family in ("interaction", "neural"):
+        alone = diml_inverse.fit(env_id, traces, model=family, epochs=3, progress=False, seed=0)
+        terms = (valid.n_rounds - 1) * valid.n_agents
+        by_family[family] = diml_inverse.comparison.episode_nll(alone, valid) / terms
+    best = min(by_family, key=lambda family: by_family[family].mean())
+    for row in result.model_search:
+        difference = by_family[str(row["model"])] - by_family[best]
+        assert row["family_gap"] == pytest.approx(difference.mean(), rel=1e-6, abs=1e-12)
+        assert row["family_gap_se"] == pytest.approx(difference.std(ddof=1) / 2**0.5, rel=1e-6, abs=1e-12)
+    gap, se = next((row["family_gap"], row["family_gap_se"]) for row in result.model_search)
+    assert result.model_name == ("interaction" if gap <= se else "neural")
+
+    single = diml_inverse.fit(env_id, traces.episodes(slice(0, 5)), epochs=3, progress=False, seed=0)
+    assert single.n_valid_episodes == 1
+    assert all("family_gap" not in row for row in single.model_search)
+    best_row = min(single.model_search, key=lambda row: row["valid_nll"])
+    assert single.model_name == best_row["model"]
+
+
+def test_model_selection_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="model_selection.*'one_se' or 'best_valid'"):
+        diml_inverse.FitConfig(model_selection="aic")  # type: ignore[arg-type]
 
 
 def test_auto_candidates_by_game_size() -> None:
