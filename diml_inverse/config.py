@@ -229,8 +229,8 @@ class FitConfig:
     ``"neural"`` is the paper's joint network, ``"anonymous"`` E4's count network, ``"tabular"`` a free table of
     every joint action. ``"auto"`` fits :func:`~diml_inverse.models.auto_model_candidates`: the interaction model and
     the joint network for small games, the additive and aggregate count models and the count network for larger
-    anonymous ones, the joint network otherwise. A :class:`~mechgym.mechanisms.Mechanism` instance is trained as a copy: the caller's
-    module (and any earlier result) is never changed."""
+    anonymous ones, the joint network otherwise. A :class:`~mechgym.mechanisms.Mechanism` instance is trained as a
+    copy: the caller's module (and any earlier result) is never changed."""
     model_kwargs: Mapping[str, Any] | None = None
     """extra constructor arguments of a named model family, e.g. {"hidden": 64} (default: none)
 

@@ -179,7 +179,7 @@ def test_one_standard_error_rule_against_per_episode_nlls() -> None:
 
 
 def test_model_selection_is_checked() -> None:
-    with pytest.raises(ConfigurationError, match="model_selection.*'one_se' or 'best_valid'"):
+    with pytest.raises(ConfigurationError, match=r"model_selection.*'one_se' or 'best_valid'"):
         diml_inverse.FitConfig(model_selection="aic")  # type: ignore[arg-type]
 
 
