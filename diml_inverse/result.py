@@ -61,7 +61,9 @@ class FitResult:
         seconds: Wall-clock seconds of the whole fit (NaN in fit files too old to record it).
         model_search: The candidates ``model="auto"`` and the prior search (``tune_prior``) tried, one row each:
             ``model`` (the family), the prior's arguments, ``valid_nll`` (held-out NLL per agent-round of its
-            selected epoch), ``epochs``, ``seconds``, ``selected`` (1 for the candidate :attr:`mechanism` is).
+            selected epoch), ``epochs``, ``seconds``, ``selected`` (1 for the candidate :attr:`mechanism` is);
+            with ``model_selection="one_se"``, ``family_gap`` and ``family_gap_se`` (the family's held-out NLL
+            minus the best family's, and that paired difference's standard error over the validation episodes).
             Empty when a single model was trained.
     """
 
