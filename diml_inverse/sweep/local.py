@@ -7,6 +7,9 @@ carry slots into it, as on Ray.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -32,9 +35,19 @@ def slotted(tasks: Sequence[Task]) -> tuple[list[Task], list[Shared[Any]]]:
 
 
 def _install(values: tuple[Any, ...]) -> None:
-    """Pool initialiser: keep the shared values in this worker process."""
+    """Pool initialiser: keep the shared values in this worker process, and end it if the sweep's process ends."""
     global _SHARED_VALUES
     _SHARED_VALUES = values
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True, name="sweep-parent-watch").start()
+
+
+def _exit_with(sentinel: int) -> None:
+    """Wait for the sweep's process to end (killed, say, so that the pool never shut down), then end this worker
+    at once: an orphaned worker would go on computing a task whose outcome no one can receive."""
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
 
 
 def _execute_in_pool(task: Task, threads: int | None) -> TaskOutcome:

@@ -42,3 +42,32 @@ def die_once_then(marker: str, function: Callable[..., Any], *args: Any) -> Any:
 def die(x: int) -> int:
     """Kill this worker process outright, every time."""
     os._exit(1)
+
+
+def report_pid_then_sleep(path: str, seconds: float) -> None:
+    """Append this process's id to ``path``, then sleep: a task still running when its sweep's process dies."""
+    import time
+
+    with open(path, "a") as file:
+        file.write(f"{os.getpid()}\n")
+    time.sleep(seconds)
+
+
+def run_pool_then_die(path: str) -> None:
+    """A sweep's process: two pool workers run :func:`report_pid_then_sleep`; once both have reported, this
+    process is killed (SIGKILL: no shutdown of the pool runs)."""
+    import signal
+    import threading
+    import time
+
+    from diml_inverse.sweep.local import run_local
+    from diml_inverse.sweep.tasks import Task
+
+    def die_once_reported() -> None:
+        while not (Path(path).exists() and len(Path(path).read_text().split()) >= 2):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=die_once_reported, daemon=True).start()
+    tasks = [Task(f"sleep{k}", report_pid_then_sleep, (path, 600.0)) for k in range(2)]
+    run_local(tasks, [0, 1], lambda index, outcome: None, workers=2, threads=None)

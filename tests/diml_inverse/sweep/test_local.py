@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,6 +152,30 @@ def test_a_process_pool_gives_the_same_results(traces: mechgym.TraceDataset) -> 
         assert [r["train_nll"] for r in a.result.history] == [r["train_nll"] for r in b.result.history]
         for p, q in zip(a.result.mechanism.parameters(), b.result.mechanism.parameters(), strict=True):
             torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+@pytest.mark.slow  # two spawned processes import the sweep package: seconds on an idle machine
+def test_pool_workers_end_when_the_sweeps_process_is_killed(tmp_path: Path) -> None:
+    """A killed sweep (SIGKILL: its pool never shuts down) leaves no worker computing a task nobody will receive."""
+    pids_file = tmp_path / "pids"
+    script = f"from tests.diml_inverse.sweep.functions import run_pool_then_die; run_pool_then_die({str(pids_file)!r})"
+    root = Path(__file__).resolve().parents[3]
+    sweep = subprocess.run([sys.executable, "-c", script], cwd=root, timeout=300, check=False)
+    assert sweep.returncode == -signal.SIGKILL
+    workers = [int(pid) for pid in pids_file.read_text().split()]
+    assert len(set(workers)) == 2  # both were running a 600 s task when the sweep died
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_the_experiments_resume_from_their_finished_tasks(tmp_path: Path) -> None:
