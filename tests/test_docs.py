@@ -131,6 +131,12 @@ NOT_RUN: dict[tuple[str, str], str] = {
     "runs --episodes with --smoke)",
     (
         "docs/results.md",
+        "python -m diml_inverse.experiments zoo --episodes 24 48 96 192 --seeds 0 1 2 "
+        "--out runs/data_needs_anonymous_1se  --threads 1 --workers 2 --games ThresholdPublicGood",
+    ): "the threshold public good's data-needs curve: 12 fits of up to 192 episodes, about an hour on 2 workers "
+    "(test_zoo.py runs --episodes with --smoke)",
+    (
+        "docs/results.md",
         "python -m diml_inverse.experiments calibration --seeds 0 1 2 --out runs/calibration --threads 1",
     ): (
         "the calibration study and its two remedies: 675 fits and 24 Hessians, over an hour "
