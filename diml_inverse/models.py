@@ -20,6 +20,7 @@ from mechgym.mechanisms import (
     NeuralJointMechanism,
     PublicGoodsMechanism,
     TabularMechanism,
+    TotalsInteractionMechanism,
     aggregate_parameter_count,
 )
 from mechgym.mechanisms.base import DEFAULT_MAX_TABLE_SIZE
@@ -27,7 +28,15 @@ from mechgym.mechanisms.interaction import interaction_parameter_count
 from mechgym.memory import MemoryBudgetError
 
 ModelName = Literal[
-    "auto", "neural", "anonymous", "tabular", "interaction", "additive_counts", "aggregate_counts", "structured"
+    "auto",
+    "neural",
+    "anonymous",
+    "tabular",
+    "interaction",
+    "interaction_totals",
+    "additive_counts",
+    "aggregate_counts",
+    "structured",
 ]
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 
@@ -65,6 +74,9 @@ class PriorGrid:
 #: a few times the network's); the additive count search may go on where the payoffs' scale asks for it.
 PRIOR_SEARCH: dict[str, PriorGrid] = {
     "interaction": PriorGrid((("prior_decay", (0.25, 0.5, 1.0)), ("prior_scale", (1.0, 0.3, 3.0)))),
+    "interaction_totals": PriorGrid(
+        (("prior_decay", (0.25, 0.5, 1.0)), ("prior_scale", (1.0, 0.3, 3.0)), ("prior_total", (1.0, 0.1, 3.0)))
+    ),
     "additive_counts": PriorGrid(
         (
             ("prior_cross", (1.0, 0.1, 0.01)),
@@ -103,8 +115,12 @@ def auto_model_candidates(truth_like: Mechanism) -> list[str]:
     ``FitConfig.model_selection`` (by default the simplest within one standard error of the best held-out NLL).
 
     Small games (see :func:`auto_model_name`): the interaction model (main effects and interactions under a tuned
-    prior) and the neural joint network (E1-E3's). Larger anonymous games: the additive count model (free curves
-    in the others' counts under a tuned prior), when the curves fit in :data:`MAX_AUTO_ADDITIVE_PARAMETERS`; then
+    prior); with three agents or more, the interaction model with totals tables (curves in the others' total
+    ``sum_{j != i} a_j``, which represent aggregative games such as threshold participation), when it fits in
+    :data:`MAX_AUTO_INTERACTION_PARAMETERS`; then the neural joint network (E1-E3's).
+
+    Larger anonymous games: the additive count model (free curves in the others' counts under a tuned prior), when
+    the curves fit in :data:`MAX_AUTO_ADDITIVE_PARAMETERS`; then
     the aggregate count model (the additive curves plus curves in the others' total ``sum_b b c_b``, which
     represent aggregative games such as threshold public goods), when there are more than two actions (with two,
     the total is a count the additive curves already hold) and it fits in :data:`MAX_AUTO_AGGREGATE_PARAMETERS`;
@@ -113,6 +129,8 @@ def auto_model_candidates(truth_like: Mechanism) -> list[str]:
     name = auto_model_name(truth_like)
     n, a = truth_like.n_agents, truth_like.n_actions
     if name == "interaction":
+        if n >= 3 and interaction_parameter_count(n, a, totals=True) <= MAX_AUTO_INTERACTION_PARAMETERS:
+            return ["interaction", "interaction_totals", "neural"]
         return ["interaction", "neural"]
     if name == "anonymous" and a + a * a * n <= MAX_AUTO_ADDITIVE_PARAMETERS:
         if a > 2 and aggregate_parameter_count(n, a) <= MAX_AUTO_AGGREGATE_PARAMETERS:
@@ -183,6 +201,7 @@ MODEL_FAMILIES: dict[str, type[Mechanism]] = {
     "anonymous": AnonymousCountMechanism,
     "tabular": TabularMechanism,
     "interaction": InteractionMechanism,
+    "interaction_totals": TotalsInteractionMechanism,
     "additive_counts": AdditiveCountMechanism,
     "aggregate_counts": AggregateCountMechanism,
 }

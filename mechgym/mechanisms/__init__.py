@@ -17,7 +17,7 @@ from mechgym.mechanisms.base import (
     validate_joint_actions,
 )
 from mechgym.mechanisms.congestion import CongestionMechanism
-from mechgym.mechanisms.interaction import InteractionMechanism
+from mechgym.mechanisms.interaction import InteractionMechanism, TotalsInteractionMechanism
 from mechgym.mechanisms.neural import NeuralJointMechanism
 from mechgym.mechanisms.public_goods import PublicGoodsMechanism
 from mechgym.mechanisms.tabular import TabularMechanism
@@ -32,6 +32,7 @@ MECHANISM_FAMILIES: dict[str, type[Mechanism]] = {
         AnonymousCountMechanism,
         TabularMechanism,
         InteractionMechanism,
+        TotalsInteractionMechanism,
         AdditiveCountMechanism,
         AggregateCountMechanism,
     )
@@ -65,6 +66,7 @@ __all__ = [
     "NeuralJointMechanism",
     "PublicGoodsMechanism",
     "TabularMechanism",
+    "TotalsInteractionMechanism",
     "action_counts",
     "aggregate_parameter_count",
     "all_joint_actions",

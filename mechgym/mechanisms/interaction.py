@@ -11,6 +11,12 @@ every game). Its prior (:meth:`InteractionMechanism.prior_penalty`) is Gaussian,
 of the table is structure shared across joint actions. This is the ANOVA kernel of Gaussian-process
 regression over discrete inputs, written as explicit parameters so that the fit stays a sum of gathers.
 
+With ``prior_total`` set, each agent also has a *totals table* ``tau_i[a_i, s_-i]`` over its own action and the
+others' total ``s_-i = sum_{j != i} a_j`` (actions read as levels ``0 .. A - 1``), with prior scale
+``prior_scale * prior_total``. It pools the joint actions that have the same total, which makes *aggregative*
+games (a threshold on total contribution, a price in total quantity) cheap to represent where the ANOVA terms
+would need every high order, and it nests the model without it (a small ``prior_total`` shrinks it away).
+
 The payoffs are linear in the parameters, so with logit-Q's linear filter (paper Eq. 2) the negative
 log-likelihood plus the penalty is convex in them (up to the exploration mixture): a full-batch quasi-Newton
 fit (``optimizer="lbfgs"``) reaches its optimum.
@@ -30,13 +36,22 @@ from mechgym.mechanisms.base import Mechanism
 from mechgym.mechanisms.tabular import MAX_TABULAR_JOINT_ACTIONS
 from mechgym.validation import check_int, check_positive
 
-__all__ = ["InteractionMechanism", "interaction_parameter_count"]
+__all__ = ["InteractionMechanism", "TotalsInteractionMechanism", "interaction_parameter_count", "n_totals"]
 
 
-def interaction_parameter_count(n_agents: int, n_actions: int, max_order: int | None = None) -> int:
-    """Parameters of :class:`InteractionMechanism`: ``N * sum_k C(N-1, k) * A**(k+1)`` over orders ``k``."""
+def interaction_parameter_count(
+    n_agents: int, n_actions: int, max_order: int | None = None, totals: bool = False
+) -> int:
+    """Parameters of :class:`InteractionMechanism`: ``N * sum_k C(N-1, k) * A**(k+1)`` over orders ``k``, plus
+    ``N * A * ((N - 1)(A - 1) + 1)`` with the totals tables (``totals``)."""
     top = n_agents - 1 if max_order is None else min(max_order, n_agents - 1)
-    return n_agents * sum(math.comb(n_agents - 1, k) * n_actions ** (k + 1) for k in range(top + 1))
+    count = n_agents * sum(math.comb(n_agents - 1, k) * n_actions ** (k + 1) for k in range(top + 1))
+    return count + (n_agents * n_actions * n_totals(n_agents, n_actions) if totals else 0)
+
+
+def n_totals(n_agents: int, n_actions: int) -> int:
+    """The values ``0 .. (N - 1)(A - 1)`` of the others' total ``s_-i = sum_{j != i} a_j``."""
+    return (n_agents - 1) * (n_actions - 1) + 1
 
 
 class InteractionMechanism(Mechanism):
@@ -49,11 +64,14 @@ class InteractionMechanism(Mechanism):
         prior_scale: Prior standard deviation of the main effects (order 0), in payoff units.
         prior_decay: Factor of the prior standard deviation per order: order ``k`` has
             ``prior_scale * prior_decay ** k``.
+        prior_total: Factor of the prior standard deviation of the totals tables, ``prior_scale * prior_total``;
+            ``None`` (the default): no totals tables. Ignored with fewer than three agents (there the others'
+            total is one agent's action, which the pairwise terms already hold).
         seed: Unused (the parameters start at zero); accepted so that every model family takes a seed.
 
     Raises:
         ConfigurationError: a game too large for a table, a ``max_order`` out of ``[0, N - 1]``, or a prior
-            scale or decay that is not a finite positive number.
+            scale, decay or total that is not a finite positive number.
     """
 
     family = "interaction"
@@ -72,6 +90,7 @@ class InteractionMechanism(Mechanism):
         max_order: int | None = None,
         prior_scale: float = 1.0,
         prior_decay: float = 0.5,
+        prior_total: float | None = None,
         seed: int | None = 0,
     ) -> None:
         super().__init__(n_agents, n_actions)
@@ -84,7 +103,9 @@ class InteractionMechanism(Mechanism):
         self.max_order = n - 1 if max_order is None else check_int(max_order, "max_order", low=0, high=n)
         self.prior_scale = check_positive(prior_scale, "prior_scale")
         self.prior_decay = check_positive(prior_decay, "prior_decay")
-        self.check_parameter_memory(interaction_parameter_count(n, a, self.max_order))
+        self.prior_total = None if prior_total is None else check_positive(prior_total, "prior_total")
+        totals = self.prior_total is not None and n >= 3
+        self.check_parameter_memory(interaction_parameter_count(n, a, self.max_order, totals))
         strides, offsets, owners, orders = [], [], [], []
         start = 0
         for agent in range(n):
@@ -100,12 +121,24 @@ class InteractionMechanism(Mechanism):
                     size = a ** (order + 1)
                     orders.append(torch.full((size,), order))
                     start += size
+            if totals:  # index a_i * n_totals + sum_{j != i} a_j
+                stride = torch.ones(n, dtype=torch.long)
+                stride[agent] = n_totals(n, a)
+                strides.append(stride)
+                offsets.append(start)
+                owners.append(agent)
+                size = a * n_totals(n, a)
+                orders.append(torch.full((size,), self.max_order + 1))
+                start += size
         self.register_buffer("_strides", torch.stack(strides), persistent=False)  # [C, N]
         self.register_buffer("_offsets", torch.tensor(offsets), persistent=False)  # [C]
         self.register_buffer("_owners", torch.nn.functional.one_hot(torch.tensor(owners), n).float(), persistent=False)
         order_of = torch.cat(orders)
         self.register_buffer("_orders", order_of, persistent=False)  # [P]
-        precision = (self.prior_scale * self.prior_decay ** order_of.double()) ** -2
+        scale = self.prior_scale * self.prior_decay ** order_of.double()
+        if self.prior_total is not None and totals:
+            scale[order_of == self.max_order + 1] = self.prior_scale * self.prior_total
+        precision = scale**-2
         self.register_buffer("_precision", precision.float(), persistent=False)  # [P]
         self.theta = nn.Parameter(torch.zeros(start))
 
@@ -115,6 +148,7 @@ class InteractionMechanism(Mechanism):
             "max_order": self.max_order,
             "prior_scale": self.prior_scale,
             "prior_decay": self.prior_decay,
+            "prior_total": self.prior_total,
         }
 
     def forward(self, joint_actions: Tensor) -> Tensor:
@@ -129,9 +163,44 @@ class InteractionMechanism(Mechanism):
         return 0.5 * (self._precision.to(self.theta.dtype) * self.theta.square()).sum()
 
     def prior_classes(self) -> Tensor:
-        """``[P]``: each parameter's interaction order (its prior precision depends on nothing else)."""
+        """``[P]``: each parameter's interaction order, ``max_order + 1`` for the totals tables (its prior precision
+        depends on nothing else)."""
         return self._orders
 
     def prior_precision(self) -> Tensor:
         """``[P]``: ``1 / sigma_k**2``, the diagonal of the prior's precision (independent parameters)."""
         return self._precision.to(self.theta.dtype)
+
+
+class TotalsInteractionMechanism(InteractionMechanism):
+    """The interaction model with its totals tables on (``prior_total`` a number; the model name
+    ``"interaction_totals"``): ``u_i(a) = sum_S theta_{i,S}[a_i, a_S] + tau_i[a_i, sum_{j != i} a_j]``.
+
+    Args:
+        n_agents: Number of agents ``N``.
+        n_actions: Actions per agent ``A``.
+        max_order: Highest interaction order ``|S|`` (``None``: ``N - 1``).
+        prior_scale: Prior standard deviation of the main effects.
+        prior_decay: Factor of the prior standard deviation per order.
+        prior_total: Factor of the totals tables' prior standard deviation, ``prior_scale * prior_total``.
+        seed: Unused (the parameters start at zero).
+
+    Raises:
+        ConfigurationError: as :class:`InteractionMechanism`.
+    """
+
+    family = "interaction_totals"
+
+    def __init__(
+        self,
+        n_agents: int = 3,
+        n_actions: int = 3,
+        max_order: int | None = None,
+        prior_scale: float = 1.0,
+        prior_decay: float = 0.5,
+        prior_total: float = 1.0,
+        seed: int | None = 0,
+    ) -> None:
+        super().__init__(
+            n_agents, n_actions, max_order, prior_scale, prior_decay, check_positive(prior_total, "prior_total"), seed
+        )

@@ -15,6 +15,7 @@ from mechgym.mechanisms import (
     AdditiveCountMechanism,
     AggregateCountMechanism,
     InteractionMechanism,
+    TotalsInteractionMechanism,
     all_joint_actions,
     build_mechanism,
 )
@@ -29,7 +30,8 @@ def _randomised(mechanism: torch.nn.Module, seed: int = 0) -> None:
 
 
 def _interaction_reference(model: InteractionMechanism, joint: tuple[int, ...]) -> list[float]:
-    """The payoffs summed term by term, in the order the constructor lays the parameters out."""
+    """The payoffs summed term by term, in the order the constructor lays the parameters out (each agent's ANOVA
+    terms, then its totals table ``[a_i, s_-i]`` when there is one)."""
     n, a = model.n_agents, model.n_actions
     theta, start, payoffs = model.theta.detach(), 0, []
     for agent in range(n):
@@ -42,14 +44,24 @@ def _interaction_reference(model: InteractionMechanism, joint: tuple[int, ...]) 
                     index = index * a + joint[member]
                 total += float(theta[start + index])
                 start += a ** (order + 1)
+        if model.prior_total is not None and n >= 3:
+            width = (n - 1) * (a - 1) + 1
+            total += float(theta[start + joint[agent] * width + sum(joint[j] for j in others)])
+            start += a * width
         payoffs.append(total)
     return payoffs
 
 
-@pytest.mark.parametrize(("n_agents", "n_actions", "max_order"), [(3, 4, None), (4, 3, 1), (2, 5, 0)])
-def test_interaction_payoffs_are_the_sum_of_their_terms(n_agents: int, n_actions: int, max_order: int | None) -> None:
-    model = InteractionMechanism(n_agents, n_actions, max_order=max_order)
-    assert model.theta.numel() == interaction_parameter_count(n_agents, n_actions, max_order)
+@pytest.mark.parametrize(
+    ("n_agents", "n_actions", "max_order", "prior_total"),
+    [(3, 4, None, None), (4, 3, 1, None), (2, 5, 0, None), (3, 4, None, 0.5), (4, 3, 1, 2.0), (2, 5, 0, 1.0)],
+)
+def test_interaction_payoffs_are_the_sum_of_their_terms(
+    n_agents: int, n_actions: int, max_order: int | None, prior_total: float | None
+) -> None:
+    model = InteractionMechanism(n_agents, n_actions, max_order=max_order, prior_total=prior_total)
+    totals = prior_total is not None and n_agents >= 3
+    assert model.theta.numel() == interaction_parameter_count(n_agents, n_actions, max_order, totals)
     _randomised(model)
     joints = all_joint_actions(n_agents, n_actions)
     payoffs = model(joints)
@@ -58,8 +70,9 @@ def test_interaction_payoffs_are_the_sum_of_their_terms(n_agents: int, n_actions
         assert payoffs[row].tolist() == pytest.approx(_interaction_reference(model, joint), abs=1e-5)
 
 
-def test_interaction_counterfactuals_match_the_generic_enumeration() -> None:
-    model = InteractionMechanism(4, 3)
+@pytest.mark.parametrize("prior_total", [None, 1.0])
+def test_interaction_counterfactuals_match_the_generic_enumeration(prior_total: float | None) -> None:
+    model = InteractionMechanism(4, 3, prior_total=prior_total)
     _randomised(model, seed=1)
     joint = torch.randint(0, 3, (5, 7, 4), generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(model.counterfactual_payoffs(joint), model.counterfactual_payoffs_generic(joint))
@@ -78,6 +91,41 @@ def test_every_order_holds_every_game_and_order_one_is_a_polymatrix_game() -> No
     torch.testing.assert_close(full(all_joint_actions(3, 3)), table, atol=1e-4, rtol=1e-4)
     pairwise = InteractionMechanism(3, 3, max_order=1)
     assert pairwise.theta.numel() == 3 * (3 + 2 * 9)
+
+
+def test_interaction_totals_tables_represent_a_threshold_on_the_total_exactly() -> None:
+    """A payoff that depends on one's own action and the others' total (a threshold public good) is the totals
+    table alone: with no ANOVA term past the main effects it is exact, as the pairwise model is not."""
+    n, a = 4, 3
+    joints = all_joint_actions(n, a)
+    others_total = joints.sum(-1, keepdim=True) - joints
+    truth = (joints.sum(-1, keepdim=True) >= 5).float() * torch.tensor([1.0, 1.5, 0.8, 1.2]) - 0.3 * joints
+
+    def residual(model: InteractionMechanism) -> float:
+        design = torch.func.jacrev(lambda theta: torch.func.functional_call(model, {"theta": theta}, (joints,)))(
+            model.theta.detach()
+        )
+        solution = torch.linalg.lstsq(design.reshape(truth.numel(), -1).double(), truth.reshape(-1, 1).double())
+        fitted = (design.reshape(truth.numel(), -1).double() @ solution.solution).reshape(truth.shape)
+        return float((fitted - truth).abs().max())
+
+    assert residual(InteractionMechanism(n, a, max_order=0, prior_total=1.0)) < 1e-5
+    assert residual(InteractionMechanism(n, a, max_order=1)) > 0.1
+    assert int(others_total.max()) + 1 == (n - 1) * (a - 1) + 1  # the table's width
+
+
+def test_interaction_totals_prior_is_its_own_class_scaled_by_prior_total() -> None:
+    model = InteractionMechanism(3, 2, prior_scale=2.0, prior_decay=0.5, prior_total=0.25)
+    labels = model.prior_classes()
+    assert labels.max() == 3 and int((labels == 3).sum()) == 3 * 2 * 3  # per agent A x ((N-1)(A-1)+1) = 2 x 3
+    with torch.no_grad():
+        model.theta.fill_(1.0)
+    # per agent as in the test below, plus 6 totals entries of sd 2 * 0.25 = 0.5
+    expected = 3 * 0.5 * (2 / 4.0 + 8 / 1.0 + 8 / 0.25 + 6 / 0.25)
+    assert float(model.prior_penalty().detach()) == pytest.approx(expected)
+    torch.testing.assert_close(model.prior_precision(), torch.tensor([1 / 4.0, 1.0, 4.0, 4.0])[labels])
+    two = InteractionMechanism(2, 3, prior_total=1.0)  # the others' total is one action: no tables
+    assert two.theta.numel() == interaction_parameter_count(2, 3) and two.config()["prior_total"] == 1.0
 
 
 def test_interaction_prior_shrinks_higher_orders_harder() -> None:
@@ -186,6 +234,9 @@ def test_aggregate_counts_prior_adds_the_totals_terms_scaled_by_prior_total() ->
         (lambda: InteractionMechanism(3, 3, prior_scale=0.0), "prior_scale"),
         (lambda: InteractionMechanism(3, 3, prior_decay=math.inf), "prior_decay"),
         (lambda: InteractionMechanism(3, 3, max_order=3), "max_order"),
+        (lambda: InteractionMechanism(3, 3, prior_total=0.0), "prior_total"),
+        (lambda: InteractionMechanism(3, 3, prior_total=math.nan), "prior_total"),
+        (lambda: TotalsInteractionMechanism(3, 3, prior_total=None), "prior_total"),
         (lambda: InteractionMechanism(30, 3), "too large"),
         (lambda: AdditiveCountMechanism(10, 3, prior_step=-1.0), "prior_step"),
         (lambda: AdditiveCountMechanism(10, 3, prior_scale=True), "prior_scale"),
@@ -203,7 +254,7 @@ def test_bad_arguments_are_refused_clearly(build: object, message: str) -> None:
         build()  # type: ignore[operator]
 
 
-@pytest.mark.parametrize("family", ["interaction", "additive_counts", "aggregate_counts"])
+@pytest.mark.parametrize("family", ["interaction", "interaction_totals", "additive_counts", "aggregate_counts"])
 def test_families_are_registered_and_rebuild_from_their_config(family: str) -> None:
     model = MECHANISM_FAMILIES[family](6, 3, prior_scale=0.7)
     rebuilt = build_mechanism(family, **model.config())
