@@ -279,13 +279,13 @@ class FitConfig:
     tune_prior: bool = True
     """choose the prior of a model family with one (its scale and decay, ...) by its evidence or held-out NLL
 
-    For families with a prior (``"interaction"``, ``"additive_counts"``, ``"aggregate_counts"``) whose ``model_kwargs``
-    do not set the prior's arguments. How candidates are scored is ``prior_selection``: by default their Laplace
-    evidence on the training episodes, a few rounds of fit, expand and maximise (``docs/inverse.md``); with ``"valid"``,
-    a coordinate search over ``diml_inverse.models.PRIOR_SEARCH`` (for ``"interaction"``: decay 0.25, 0.5, 1 at scale 1,
-    then scales 0.3 and 3 at the best decay), each candidate trained on the training episodes and scored on the
-    validation episodes, which then needs a validation split (``valid_fraction > 0``). The candidates are in
-    :attr:`FitResult.model_search`."""
+    For families with a prior (``"interaction"``, ``"interaction_totals"``, ``"additive_counts"``,
+    ``"aggregate_counts"``) whose ``model_kwargs`` do not set the prior's arguments. How candidates are scored is
+    ``prior_selection``: by default their Laplace evidence on the training episodes, a few rounds of fit, expand and
+    maximise (``docs/inverse.md``); with ``"valid"``, a coordinate search over ``diml_inverse.models.PRIOR_SEARCH`` (for
+    ``"interaction"``: decay 0.25, 0.5, 1 at scale 1, then scales 0.3 and 3 at the best decay), each candidate trained
+    on the training episodes and scored on the validation episodes, which then needs a validation split
+    (``valid_fraction > 0``). The candidates are in :attr:`FitResult.model_search`."""
     prior_selection: PriorSelection = "auto"
     """how ``tune_prior`` scores a candidate prior: auto, valid (its held-out NLL) or evidence (its Laplace evidence)
 

@@ -30,7 +30,14 @@ from diml_inverse.fit_options import (
     check_fit_options_against_traces,
     estimate_fit_memory,
 )
-from diml_inverse.full_batch import FullBatchTrainer, prior_scoring, search_prior, search_prior_by_evidence
+from diml_inverse.full_batch import (
+    NESTED_MIN_GAIN,
+    FullBatchTrainer,
+    nested_evidence_gain,
+    prior_scoring,
+    search_prior,
+    search_prior_by_evidence,
+)
 from diml_inverse.likelihood import log_likelihood, trace_terms
 from diml_inverse.models import (
     PRIOR_FAMILIES,
@@ -46,7 +53,7 @@ from diml_inverse.windows import RoundWindows, check_forgetting_learner, default
 from mechgym.devices import resolve_device
 from mechgym.errors import ConfigurationError, TraceDatasetError
 from mechgym.learners import Learner
-from mechgym.mechanisms import Mechanism
+from mechgym.mechanisms import InteractionMechanism, Mechanism, TotalsInteractionMechanism
 from mechgym.memory import check_memory as check_memory_budget
 from mechgym.registration import make
 from mechgym.threads import torch_threads
@@ -162,6 +169,8 @@ class FitProblem:
         order_seed: Seed of the minibatch (and agent, window) order.
         auto_families: With ``model="auto"``, the families :func:`fit` tries, simplest first
             (:func:`~diml_inverse.models.auto_model_candidates`); ``model_name`` is the first.
+        prior_start: Where the evidence search of the prior starts, for the arguments it gives (the grid's first
+            values for the others); ``model="auto"`` starts a family that nests the one before at that one's prior.
     """
 
     env_id: str
@@ -174,6 +183,7 @@ class FitProblem:
     valid: Tensor
     order_seed: int
     auto_families: tuple[str, ...] = ()
+    prior_start: Mapping[str, float] | None = None
 
     @property
     def learner(self) -> Learner:
@@ -656,6 +666,16 @@ def fit(
     for family in families:
         if family != problem.model_name:
             problem = prepare_fit(env_id, traces, learner, dataclasses.replace(config, model=cast(ModelName, family)))
+            problem = nested_start(problem, trained)
+            screened = problem.prior_start is not None and tunes_prior(problem, config)
+            if screened and prior_scoring(problem.mechanism, config) == "evidence":
+                # the family nests the one before: fit it only where its evidence is predicted to be higher
+                gain, where = nested_evidence_gain(problem, config, "prior_total")
+                if gain < NESTED_MIN_GAIN:
+                    logger.info("model='auto': %s predicted to gain %.3g nats of evidence: not fitted", family, gain)
+                    search.append({"model": family, "evidence_gain": gain, "selected": 0.0})
+                    continue
+                problem = dataclasses.replace(problem, prior_start=where)
         try:
             candidate, checkpoints, rows = train_family(problem, config, callback, started)
         except FitInterrupted as stop:
@@ -738,6 +758,24 @@ def choose_family(
             trained[best][0].model_name,
         )
     return trained[chosen]
+
+
+def nested_start(problem: FitProblem, trained: Sequence[tuple[FitProblem, Checkpoints]]) -> FitProblem:
+    """``problem`` started from an earlier family it nests, when there is one: the interaction model with totals
+    tables from the trained interaction model's parameters (its totals tables at zero) and prior. Its search then
+    begins where the simpler family's ended, so the richer family costs a round or two instead of a search."""
+    if problem.model_name != "interaction_totals":
+        return problem
+    base = next((candidate for candidate, _ in trained if candidate.model_name == "interaction"), None)
+    if base is None or not isinstance(base.mechanism, InteractionMechanism):
+        return problem
+    model = problem.mechanism
+    assert isinstance(model, TotalsInteractionMechanism)  # the family's class
+    started = model.starting_from(base.mechanism)
+    if started is None:
+        return problem
+    start = {"prior_decay": base.mechanism.prior_decay, "prior_scale": base.mechanism.prior_scale}
+    return dataclasses.replace(problem, mechanism=started.to(problem.device), prior_start=start)
 
 
 def train_family(

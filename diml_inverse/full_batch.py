@@ -55,6 +55,15 @@ CONVERGED_CHANGE = 1e-6
 EVIDENCE_ROUNDS = 6
 #: The evidence search stops when its next prior is within this factor of the trained one in every argument.
 EVIDENCE_TOLERANCE = 1.5
+#: The evidence search stops when its next prior is predicted to raise the log evidence of the training episodes by
+#: less than this many nats (in total, not per agent-round): a Bayes factor below e, "barely worth mentioning" on
+#: Jeffreys' scale, is not worth a round of training.
+EVIDENCE_MIN_GAIN = 1.0
+#: ``model="auto"`` fits a family that nests the one before it (the interaction model with totals tables) only when
+#: its log evidence is predicted to be higher by at least this many nats (:func:`nested_evidence_gain`): a Bayes
+#: factor of about 20, "strong" evidence on Kass and Raftery's scale (1995). The prediction is a second-order
+#: expansion at the simpler family's fit, which overstates gains that training does not find.
+NESTED_MIN_GAIN = 3.0
 #: The evidence search moves each argument by at most this factor per round: the second-order prediction of the
 #: evidence is good within a few times the trained prior and wrong far from it.
 EVIDENCE_TRUST = 4.0
@@ -267,16 +276,17 @@ def search_prior_by_evidence(
     """Choose the prior of ``problem``'s model by its Laplace evidence on the training episodes
     (``prior_selection="evidence"``; MacKay's evidence framework).
 
-    From the first values of the family's :data:`~diml_inverse.models.PRIOR_SEARCH` grid, each round trains the
-    model at the current prior (warm), expands its training NLL to second order
-    (:func:`~diml_inverse.uncertainty.evidence.evidence_expansion`: one Hessian) and maximises the expansion's
-    evidence over the prior's arguments (:func:`log_pattern_search`, milliseconds per prior: no refit). The next
-    round trains at that maximiser, each argument moved by at most :data:`EVIDENCE_TRUST`. Rounds stop when the
-    maximiser is within :data:`EVIDENCE_TOLERANCE` of the trained prior, when a round's evidence is no better than
-    the best so far (the prediction misled), when a candidate's fit diverges, or after :data:`EVIDENCE_ROUNDS`. The
-    winner is the trained candidate with the best held-out NLL when there is a validation split (the evidence
-    searches, the held-out episodes arbitrate among its few, well-separated candidates: the Laplace approximation is
-    poor where strong payoffs saturate the policies), else the one with the largest evidence.
+    From the first values of the family's :data:`~diml_inverse.models.PRIOR_SEARCH` grid (or ``problem.prior_start``
+    where it gives them), each round trains the model at the current prior (warm), expands its training NLL to second
+    order (:func:`~diml_inverse.uncertainty.evidence.evidence_expansion`: one Hessian) and maximises the expansion's
+    evidence over the prior's arguments (:func:`log_pattern_search`, milliseconds per prior: no refit). The next round
+    trains at that maximiser, each argument moved by at most :data:`EVIDENCE_TRUST`. Rounds stop when the maximiser is
+    within :data:`EVIDENCE_TOLERANCE` of the trained prior or predicted to gain less than :data:`EVIDENCE_MIN_GAIN` nats
+    of log evidence, when a round's evidence is no better than the best so far (the prediction misled), when a
+    candidate's fit diverges, or after :data:`EVIDENCE_ROUNDS`. The winner is the trained candidate with the best
+    held-out NLL when there is a validation split (the evidence searches, the held-out episodes arbitrate among its few,
+    well-separated candidates: the Laplace approximation is poor where strong payoffs saturate the policies), else the
+    one with the largest evidence.
 
     Returns:
         The winner's problem and checkpoints, and one row per trained candidate: the prior's arguments,
@@ -289,6 +299,7 @@ def search_prior_by_evidence(
     model = problem.mechanism
     arguments = PRIOR_SEARCH[model.family].arguments
     prior = {name: values[0] for name, values in PRIOR_SEARCH[model.family].coordinates}
+    prior.update({name: value for name, value in (problem.prior_start or {}).items() if name in prior})
     n_terms = problem.train.shape[0] * (problem.train.shape[1] - 1) * problem.train.shape[2]
     start_extras = copy.deepcopy(problem.extras.state_dict())
     rows: list[dict[str, float]] = []
@@ -347,11 +358,47 @@ def search_prior_by_evidence(
         proposal = log_pattern_search(surrogate, prior, bounds=region)
         if all(abs(math.log(proposal[name] / prior[name])) <= math.log(EVIDENCE_TOLERANCE) for name in arguments):
             break
+        if surrogate(prior) - surrogate(proposal) < EVIDENCE_MIN_GAIN:
+            logger.info(
+                "prior search: %s predicted to gain less than %g nats: the search stops", proposal, EVIDENCE_MIN_GAIN
+            )
+            break
         prior = proposal
     assert best is not None  # the first candidate ran
     for row in rows:
         row["selected"] = float(all(row[name] == value for name, value in best[3].items()))
     return best[1], best[2], rows
+
+
+def nested_evidence_gain(problem: FitProblem, config: FitConfig, argument: str) -> tuple[float, dict[str, float]]:
+    """How much log evidence (nats, in total) the richer prior of ``problem``'s model is predicted to gain, and where.
+
+    ``problem``'s model starts at a simpler family's MAP (``model="auto"``'s nested start: the interaction model's
+    parameters and prior, its totals tables at zero), so that with ``argument`` (``prior_total``) near zero the
+    richer model *is* the simpler one. One Hessian there and the second-order expansion of the evidence
+    (:func:`~diml_inverse.uncertainty.evidence.evidence_expansion`, with its Newton refit) predict the evidence of
+    every prior without training: the best with ``argument`` at its lower bound (the simpler family, its other
+    arguments free within :data:`EVIDENCE_TRUST` of the start) against the best with it free as well. Their
+    difference is the gain; the second is where a search would start.
+    """
+    from diml_inverse.result import FitResult
+    from diml_inverse.uncertainty.evidence import evidence_expansion
+
+    model = problem.mechanism
+    arguments = PRIOR_SEARCH[model.family].arguments
+    start = {name: float(model.config()[name]) for name in arguments}
+    result = FitResult(mechanism=model, learner=problem.extras.fitted_learner(), q0=problem.extras.q0, config=config)
+    expansion = evidence_expansion(result, problem.train.cpu())
+
+    def surrogate(values: dict[str, float]) -> float:
+        return -expansion.log_evidence(type(model)(**{**model.config(), **values}))
+
+    region = {name: (value / EVIDENCE_TRUST, value * EVIDENCE_TRUST) for name, value in start.items()}
+    off = {**region, argument: (1e-4, 1e-4)}
+    simpler = log_pattern_search(surrogate, {**start, argument: 1e-4}, bounds=off)
+    region[argument] = (1e-4, EVIDENCE_TRUST * start[argument])
+    richer = log_pattern_search(surrogate, {**simpler, argument: start[argument]}, bounds=region)
+    return surrogate(simpler) - surrogate(richer), richer
 
 
 def log_pattern_search(

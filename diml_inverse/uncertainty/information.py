@@ -320,10 +320,11 @@ def posterior_information(
 ) -> tuple[FlatFit, Information]:
     """The Laplace approximation at a MAP fit: the Hessian of the NLL of ``actions`` plus the model's prior penalty.
 
-    A proper prior on every parameter (``"interaction"``, ``"additive_counts"``, ``"aggregate_counts"``) makes this
-    Hessian positive definite: the prior pins the gauge and the unvisited contexts, so every direction is kept and its
-    inverse is the posterior covariance. The returned :class:`Information` is in the Hessian's eigenbasis (all ``P``
-    directions); its ``meat`` holds the NLL's per-episode scores, for the sandwich of the penalised estimator.
+    A proper prior on every parameter (``"interaction"``, ``"interaction_totals"``, ``"additive_counts"``,
+    ``"aggregate_counts"``) makes this Hessian positive definite: the prior pins the gauge and the unvisited contexts,
+    so every direction is kept and its inverse is the posterior covariance. The returned :class:`Information` is in the
+    Hessian's eigenbasis (all ``P`` directions); its ``meat`` holds the NLL's per-episode scores, for the sandwich of
+    the penalised estimator.
 
     Raises:
         StandardErrorsError: the model has no prior, or the Hessian is not positive definite (not at a maximum).

@@ -281,13 +281,13 @@ def standard_errors(
     training episodes, without ``payoff_l2`` or ``weight_decay``: fit to convergence (``select="last"``, enough
     epochs) for errors that describe the maximum-likelihood estimate.
 
-    A model with a prior (``"interaction"``, ``"additive_counts"``, ``"aggregate_counts"``: the default fit's families)
-    is a MAP estimate, shrunk toward its prior, so the likelihood's errors would describe the wrong estimator. Its
-    errors are the **posterior** standard deviations of the Laplace approximation instead: the inverse Hessian of the
-    NLL plus the prior penalty, which the prior makes positive definite (it pins the gauge and the unvisited contexts,
-    so every payoff difference gets a finite interval, wide where the data say little). The robust column is then the
-    sandwich of the penalised estimate (its sampling spread, without its shrinkage bias). The prior's strength is the
-    one the fit chose (``tune_prior``).
+    A model with a prior (``"interaction"``, ``"interaction_totals"``, ``"additive_counts"``, ``"aggregate_counts"``:
+    the default fit's families) is a MAP estimate, shrunk toward its prior, so the likelihood's errors would describe
+    the wrong estimator. Its errors are the **posterior** standard deviations of the Laplace approximation instead: the
+    inverse Hessian of the NLL plus the prior penalty, which the prior makes positive definite (it pins the gauge and
+    the unvisited contexts, so every payoff difference gets a finite interval, wide where the data say little). The
+    robust column is then the sandwich of the penalised estimate (its sampling spread, without its shrinkage bias). The
+    prior's strength is the one the fit chose (``tune_prior``).
 
     >>> errors = standard_errors(diml_inverse.fit(env, traces, model="structured"), traces)  # doctest: +SKIP
     >>> print(errors.table())  # doctest: +SKIP

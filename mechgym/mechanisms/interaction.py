@@ -204,3 +204,19 @@ class TotalsInteractionMechanism(InteractionMechanism):
         super().__init__(
             n_agents, n_actions, max_order, prior_scale, prior_decay, check_positive(prior_total, "prior_total"), seed
         )
+
+    def starting_from(self, base: InteractionMechanism) -> TotalsInteractionMechanism | None:
+        """This model with ``base``'s prior scale and decay and its fitted ANOVA parameters, the totals tables at
+        zero: the same payoffs as ``base``, where a fit of this model can start. ``None`` when the two do not have
+        the same agents, actions and orders."""
+        if (base.n_agents, base.n_actions, base.max_order) != (self.n_agents, self.n_actions, self.max_order):
+            return None
+        started = TotalsInteractionMechanism(
+            **{**self.config(), "prior_scale": base.prior_scale, "prior_decay": base.prior_decay}
+        )
+        anova = started.prior_classes() <= started.max_order
+        if int(anova.sum()) != base.theta.numel():  # base has its own totals tables
+            return None
+        with torch.no_grad():
+            started.theta[anova] = base.theta.detach().to(started.theta)
+        return started

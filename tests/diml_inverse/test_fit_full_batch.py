@@ -12,7 +12,7 @@ import torch
 import diml_inverse
 import mechgym
 from diml_inverse.experiments.zoo import register_zoo, zoo_game
-from diml_inverse.full_batch import coordinate_search
+from diml_inverse.full_batch import NESTED_MIN_GAIN, coordinate_search
 from diml_inverse.likelihood import log_likelihood
 from diml_inverse.models import PRIOR_SEARCH, PriorGrid, auto_model_candidates
 from mechgym.errors import ConfigurationError
@@ -177,17 +177,23 @@ def test_one_standard_error_rule_against_per_episode_nlls() -> None:
     result = diml_inverse.fit(env_id, traces, epochs=3, progress=False, seed=0)
     assert result.n_valid_episodes == 2
     valid = traces.episodes(slice(8, 10))
+    trained = list(dict.fromkeys(str(row["model"]) for row in result.model_search if "family_gap" in row))
     by_family = {}
-    for family in auto_model_candidates(mechgym.make(env_id).mechanism):
+    for family in trained:
         alone = diml_inverse.fit(env_id, traces, model=family, epochs=3, progress=False, seed=0)
         terms = (valid.n_rounds - 1) * valid.n_agents
         by_family[family] = diml_inverse.comparison.episode_nll(alone, valid) / terms
     best = min(by_family, key=lambda family: by_family[family].mean())
     for row in result.model_search:
+        if "family_gap" not in row:  # a nested family screened out by its predicted evidence: never trained
+            assert row["evidence_gain"] < NESTED_MIN_GAIN and row["model"] == "interaction_totals"
+            continue
         difference = by_family[str(row["model"])] - by_family[best]
         assert row["family_gap"] == pytest.approx(difference.mean(), rel=1e-6, abs=1e-12)
         assert row["family_gap_se"] == pytest.approx(difference.std(ddof=1) / 2**0.5, rel=1e-6, abs=1e-12)
-    kept = next(str(row["model"]) for row in result.model_search if row["family_gap"] <= row["family_gap_se"])
+    kept = next(
+        str(row["model"]) for row in result.model_search if row.get("family_gap", 1) <= row.get("family_gap_se", 0)
+    )
     assert result.model_name == kept  # the first, simplest, within one standard error
 
     single = diml_inverse.fit(env_id, traces.episodes(slice(0, 5)), epochs=3, progress=False, seed=0)
@@ -253,6 +259,27 @@ def test_default_recovers_small_zoo_games_twice_as_well_as_before(name: str, bef
     """Seed 0. Before: model="neural" with Adam (ratio ``before``); now 0.068, 0.062 and 0.055 (the zoo's seed-0
     rows in docs/results.md, the prior chosen by its evidence)."""
     assert _zoo_ratio(name, 0) < before / 2
+
+
+def test_auto_fits_the_totals_tables_only_where_their_evidence_is_predicted_higher() -> None:
+    """Polymatrix seed 0: a pairwise game, where the totals tables are predicted to gain 0.0 nats at the interaction
+    model's fit, so they are not trained; threshold participation seed 0: about 128 nats, trained and kept, and
+    started from the prediction's prior."""
+    from diml_inverse.experiments.zoo.runner import record_zoo_game, zoo_config
+
+    register_zoo()
+    for name, kept in (("Polymatrix", "interaction"), ("ThresholdParticipation", "interaction_totals")):
+        game, config = zoo_game(name), zoo_config(games=[name], progress=False)
+        _, traces = record_zoo_game(game, 0, *config.sizes(game), f"zoo/{name}")
+        train, _ = traces.split(config.train_fraction)
+        result = diml_inverse.fit(game.env_id, train, config=config.training, seed=0)
+        rows = [row for row in result.model_search if row["model"] == "interaction_totals"]
+        assert result.model_name == kept
+        if kept == "interaction":
+            assert len(rows) == 1 and rows[0]["evidence_gain"] < NESTED_MIN_GAIN and "valid_nll" not in rows[0]
+        else:  # trained, from the prediction's prior (prior_total 4.0, measured), not the grid's start (1.0)
+            assert rows and all("evidence_gain" not in row for row in rows)
+            assert rows[0]["prior_total"] > PRIOR_SEARCH["interaction_totals"].coordinates[2][1][0]
 
 
 def test_totals_tables_recover_threshold_participation_twice_as_well_as_the_interaction_model() -> None:

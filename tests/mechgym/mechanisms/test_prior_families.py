@@ -128,6 +128,19 @@ def test_interaction_totals_prior_is_its_own_class_scaled_by_prior_total() -> No
     assert two.theta.numel() == interaction_parameter_count(2, 3) and two.config()["prior_total"] == 1.0
 
 
+def test_totals_model_starts_from_an_interaction_fit_with_its_payoffs_and_prior() -> None:
+    base = InteractionMechanism(4, 3, prior_scale=0.3, prior_decay=1.7)
+    _randomised(base, seed=8)
+    started = TotalsInteractionMechanism(4, 3, prior_total=2.0).starting_from(base)
+    assert started is not None
+    assert (started.prior_scale, started.prior_decay, started.prior_total) == (0.3, 1.7, 2.0)
+    joints = all_joint_actions(4, 3)
+    torch.testing.assert_close(started(joints), base(joints))  # its totals tables are zero
+    assert bool((started.theta[started.prior_classes() == 4] == 0).all())
+    assert TotalsInteractionMechanism(4, 3).starting_from(InteractionMechanism(4, 3, max_order=1)) is None
+    assert TotalsInteractionMechanism(4, 3).starting_from(InteractionMechanism(4, 3, prior_total=1.0)) is None
+
+
 def test_interaction_prior_shrinks_higher_orders_harder() -> None:
     model = InteractionMechanism(3, 2, prior_scale=2.0, prior_decay=0.5)
     with torch.no_grad():
