@@ -64,7 +64,10 @@ class FitResult:
             selected epoch), ``epochs``, ``seconds``, ``selected`` (1 for the candidate :attr:`mechanism` is);
             with ``model_selection="one_se"``, ``family_gap`` and ``family_gap_se`` (the family's held-out NLL
             minus the best family's, and that paired difference's standard error over the validation episodes).
-            Empty when a single model was trained.
+            A nested family that was not trained (the interaction model with totals tables, whose log evidence at
+            the interaction model's fit was predicted to gain less than ``full_batch.NESTED_MIN_GAIN`` nats) has
+            one row with ``model``, ``evidence_gain`` (that prediction) and ``selected`` 0. Empty when a single
+            model was trained.
     """
 
     mechanism: Mechanism
