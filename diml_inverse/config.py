@@ -226,11 +226,12 @@ class FitConfig:
     """model family: auto fits the families that apply and keeps one (model_selection); tabular is Tabular MLE,
     structured the game's own family from a random start (StructMLE)
 
-    ``"neural"`` is the paper's joint network, ``"anonymous"`` E4's count network, ``"tabular"`` a free table of
-    every joint action. ``"auto"`` fits :func:`~diml_inverse.models.auto_model_candidates`: the interaction model and
-    the joint network for small games, the additive and aggregate count models and the count network for larger
-    anonymous ones, the joint network otherwise. A :class:`~mechgym.mechanisms.Mechanism` instance is trained as a
-    copy: the caller's module (and any earlier result) is never changed."""
+    ``"neural"`` is the paper's joint network, ``"anonymous"`` E4's count network, ``"tabular"`` a free table of every
+    joint action. ``"auto"`` fits :func:`~diml_inverse.models.auto_model_candidates`: the interaction model (with three
+    agents or more, then the same with totals tables where their evidence is predicted to be higher) and the joint
+    network for small games, the additive and aggregate count models and the count network for larger anonymous ones,
+    the joint network otherwise. A :class:`~mechgym.mechanisms.Mechanism` instance is trained as a copy: the caller's
+    module (and any earlier result) is never changed."""
     model_kwargs: Mapping[str, Any] | None = None
     """extra constructor arguments of a named model family, e.g. {"hidden": 64} (default: none)
 

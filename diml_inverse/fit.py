@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from diml_inverse import full_batch
 from diml_inverse.config import FIT_ARGUMENTS, FitConfig, check_fit_options, fit_config
 from diml_inverse.errors import FitDivergedError
 from diml_inverse.fit_options import (
@@ -31,7 +32,6 @@ from diml_inverse.fit_options import (
     estimate_fit_memory,
 )
 from diml_inverse.full_batch import (
-    NESTED_MIN_GAIN,
     FullBatchTrainer,
     nested_evidence_gain,
     prior_scoring,
@@ -671,7 +671,7 @@ def fit(
             if screened and prior_scoring(problem.mechanism, config) == "evidence":
                 # the family nests the one before: fit it only where its evidence is predicted to be higher
                 gain, where = nested_evidence_gain(problem, config, "prior_total")
-                if gain < NESTED_MIN_GAIN:
+                if gain < full_batch.NESTED_MIN_GAIN:  # read here, so that it can be changed
                     logger.info("model='auto': %s predicted to gain %.3g nats of evidence: not fitted", family, gain)
                     search.append({"model": family, "evidence_gain": gain, "selected": 0.0})
                     continue

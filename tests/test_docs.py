@@ -137,6 +137,12 @@ NOT_RUN: dict[tuple[str, str], str] = {
     "(test_zoo.py runs --episodes with --smoke)",
     (
         "docs/results.md",
+        "python -m diml_inverse.experiments zoo --episodes 24 48 96 192 384 960 --seeds 0 1 2 "
+        "--out runs/data_needs_totals  --threads 1 --workers 1 --games ThresholdParticipation PluralityVoting",
+    ): "two small games' data-needs curves: 36 fits of up to 960 episodes, about 18 minutes on 1 worker "
+    "(test_zoo.py runs --episodes with --smoke)",
+    (
+        "docs/results.md",
         "python -m diml_inverse.experiments calibration --seeds 0 1 2 --out runs/calibration --threads 1",
     ): (
         "the calibration study and its two remedies: 675 fits and 24 Hessians, over an hour "
