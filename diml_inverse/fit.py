@@ -665,17 +665,9 @@ def fit(
     search: list[dict[str, float | str]] = []
     for family in families:
         if family != problem.model_name:
-            problem = prepare_fit(env_id, traces, learner, dataclasses.replace(config, model=cast(ModelName, family)))
-            problem = nested_start(problem, trained)
-            screened = problem.prior_start is not None and tunes_prior(problem, config)
-            if screened and prior_scoring(problem.mechanism, config) == "evidence":
-                # the family nests the one before: fit it only where its evidence is predicted to be higher
-                gain, where = nested_evidence_gain(problem, config, "prior_total")
-                if gain < full_batch.NESTED_MIN_GAIN:  # read here, so that it can be changed
-                    logger.info("model='auto': %s predicted to gain %.3g nats of evidence: not fitted", family, gain)
-                    search.append({"model": family, "evidence_gain": gain, "selected": 0.0})
-                    continue
-                problem = dataclasses.replace(problem, prior_start=where)
+            if (prepared := prepare_family(env_id, traces, learner, config, family, trained, search)) is None:
+                continue  # not worth training: its row in search says why
+            problem = prepared
         try:
             candidate, checkpoints, rows = train_family(problem, config, callback, started)
         except FitInterrupted as stop:
@@ -760,22 +752,57 @@ def choose_family(
     return trained[chosen]
 
 
-def nested_start(problem: FitProblem, trained: Sequence[tuple[FitProblem, Checkpoints]]) -> FitProblem:
-    """``problem`` started from an earlier family it nests, when there is one: the interaction model with totals
-    tables from the trained interaction model's parameters (its totals tables at zero) and prior. Its search then
-    begins where the simpler family's ended, so the richer family costs a round or two instead of a search."""
-    if problem.model_name != "interaction_totals":
-        return problem
+def prepare_family(
+    env_id: str | None,
+    traces: TraceDataset | str | Path,
+    learner: Learner | None,
+    config: FitConfig,
+    family: str,
+    trained: Sequence[tuple[FitProblem, Checkpoints]],
+    search: list[dict[str, float | str]],
+) -> FitProblem | None:
+    """The problem of ``model="auto"``'s next ``family``, started from the one it nests (:func:`nested_start`);
+    ``None`` when the screen says it is not worth training (its row is then appended to ``search``)."""
+    problem = prepare_fit(env_id, traces, learner, dataclasses.replace(config, model=cast(ModelName, family)))
+    problem, screened_out = nested_start(problem, trained, config)
+    if screened_out is not None:
+        search.append(screened_out)
+        return None
+    return problem
+
+
+def nested_start(
+    problem: FitProblem, trained: Sequence[tuple[FitProblem, Checkpoints]], config: FitConfig
+) -> tuple[FitProblem, dict[str, float | str] | None]:
+    """``problem`` started from an earlier family it nests, when there is one, and screened by its evidence.
+
+    The interaction model with totals tables starts from the trained interaction model's parameters (its tables at
+    zero) and prior. When its prior is searched by the evidence, one Hessian there predicts the log evidence the
+    tables gain (:func:`~diml_inverse.full_batch.nested_evidence_gain`): below ``full_batch.NESTED_MIN_GAIN`` nats
+    the family is not trained (the second value is then its ``model_search`` row, ``evidence_gain``), else its
+    search starts at the predicted prior. Other problems are returned unchanged, with ``None``.
+    """
     base = next((candidate for candidate, _ in trained if candidate.model_name == "interaction"), None)
-    if base is None or not isinstance(base.mechanism, InteractionMechanism):
-        return problem
+    if (
+        problem.model_name != "interaction_totals"
+        or base is None
+        or not isinstance(base.mechanism, InteractionMechanism)
+    ):
+        return problem, None
     model = problem.mechanism
     assert isinstance(model, TotalsInteractionMechanism)  # the family's class
     started = model.starting_from(base.mechanism)
     if started is None:
-        return problem
+        return problem, None
     start = {"prior_decay": base.mechanism.prior_decay, "prior_scale": base.mechanism.prior_scale}
-    return dataclasses.replace(problem, mechanism=started.to(problem.device), prior_start=start)
+    problem = dataclasses.replace(problem, mechanism=started.to(problem.device), prior_start=start)
+    if not tunes_prior(problem, config) or prior_scoring(problem.mechanism, config) != "evidence":
+        return problem, None
+    gain, where = nested_evidence_gain(problem, config, "prior_total")
+    if gain < full_batch.NESTED_MIN_GAIN:  # read here, so that it can be changed
+        logger.info("model='auto': %s predicted to gain %.3g nats of evidence: not fitted", problem.model_name, gain)
+        return problem, {"model": problem.model_name, "evidence_gain": gain, "selected": 0.0}
+    return dataclasses.replace(problem, prior_start=where), None
 
 
 def train_family(
