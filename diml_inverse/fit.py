@@ -40,6 +40,7 @@ from diml_inverse.full_batch import (
 )
 from diml_inverse.likelihood import log_likelihood, trace_terms
 from diml_inverse.models import (
+    NESTED_FAMILIES,
     PRIOR_FAMILIES,
     ModelName,
     activation_elements,
@@ -53,7 +54,7 @@ from diml_inverse.windows import RoundWindows, check_forgetting_learner, default
 from mechgym.devices import resolve_device
 from mechgym.errors import ConfigurationError, TraceDatasetError
 from mechgym.learners import Learner
-from mechgym.mechanisms import InteractionMechanism, Mechanism, TotalsInteractionMechanism
+from mechgym.mechanisms import Mechanism
 from mechgym.memory import check_memory as check_memory_budget
 from mechgym.registration import make
 from mechgym.threads import torch_threads
@@ -774,7 +775,8 @@ def prepare_family(
 def nested_start(
     problem: FitProblem, trained: Sequence[tuple[FitProblem, Checkpoints]], config: FitConfig
 ) -> tuple[FitProblem, dict[str, float | str] | None]:
-    """``problem`` started from an earlier family it nests, when there is one, and screened by its evidence.
+    """``problem`` started from an earlier family it nests (:data:`~diml_inverse.models.NESTED_FAMILIES`), when
+    there is one, and screened by its evidence.
 
     The interaction model with totals tables starts from the trained interaction model's parameters (its tables at
     zero) and prior. When its prior is searched by the evidence, one Hessian there predicts the log evidence the
@@ -782,23 +784,17 @@ def nested_start(
     the family is not trained (the second value is then its ``model_search`` row, ``evidence_gain``), else its
     search starts at the predicted prior. Other problems are returned unchanged, with ``None``.
     """
-    base = next((candidate for candidate, _ in trained if candidate.model_name == "interaction"), None)
-    if (
-        problem.model_name != "interaction_totals"
-        or base is None
-        or not isinstance(base.mechanism, InteractionMechanism)
-    ):
+    nested, argument = NESTED_FAMILIES.get(problem.model_name, ("", ""))
+    base = next((candidate for candidate, _ in trained if nested and candidate.model_name == nested), None)
+    starting_from = getattr(problem.mechanism, "starting_from", None)
+    started = starting_from(base.mechanism) if base is not None and starting_from is not None else None
+    if base is None or started is None:
         return problem, None
-    model = problem.mechanism
-    assert isinstance(model, TotalsInteractionMechanism)  # the family's class
-    started = model.starting_from(base.mechanism)
-    if started is None:
-        return problem, None
-    start = {"prior_decay": base.mechanism.prior_decay, "prior_scale": base.mechanism.prior_scale}
+    start = {name: float(base.mechanism.config()[name]) for name in PRIOR_FAMILIES.get(nested, ())}
     problem = dataclasses.replace(problem, mechanism=started.to(problem.device), prior_start=start)
     if not tunes_prior(problem, config) or prior_scoring(problem.mechanism, config) != "evidence":
         return problem, None
-    gain, where = nested_evidence_gain(problem, config, "prior_total")
+    gain, where = nested_evidence_gain(problem, config, argument)
     if gain < full_batch.NESTED_MIN_GAIN:  # read here, so that it can be changed
         logger.info("model='auto': %s predicted to gain %.3g nats of evidence: not fitted", problem.model_name, gain)
         return problem, {"model": problem.model_name, "evidence_gain": gain, "selected": 0.0}

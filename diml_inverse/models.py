@@ -99,6 +99,10 @@ PRIOR_SEARCH: dict[str, PriorGrid] = {
         extend=2,
     ),
 }
+#: Families that nest another: (the nested family, the argument whose small values make them equal). ``model="auto"``
+#: starts such a family from the nested one's fit (its class's ``starting_from``) and trains it only where its
+#: evidence is predicted to be higher (``diml_inverse.fit.nested_start``).
+NESTED_FAMILIES: dict[str, tuple[str, str]] = {"interaction_totals": ("interaction", "prior_total")}
 #: The families with a prior and the constructor arguments the search chooses.
 PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {family: grid.arguments for family, grid in PRIOR_SEARCH.items()}
 
