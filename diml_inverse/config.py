@@ -79,6 +79,31 @@ def _device_problem(value: object) -> str:
     return ""
 
 
+def _is_candidates(value: object) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    return all(isinstance(name, str) and name in MODEL_NAMES and name != "auto" for name in value) and len(
+        set(value)
+    ) == len(value)
+
+
+def _candidates_problem(value: object) -> str:
+    families = [name for name in MODEL_NAMES if name != "auto"]
+    if isinstance(value, (list, tuple)) and value:
+        for name in value:
+            if name == "auto":
+                return "auto_candidates lists the families model='auto' fits, so 'auto' is not one of them"
+            if not isinstance(name, str) or name not in families:
+                return f"auto_candidates: {suggest(str(name), families, 'model family')} Pass family names."
+        return f"auto_candidates names a family twice: {list(value)!r}; name each family once"
+    return (
+        "auto_candidates must be None (the families auto_model_candidates gives the game) or a non-empty list of "
+        f"model family names, simplest first, e.g. ['interaction', 'neural']; got {value!r} ({type(value).__name__})"
+    )
+
+
 def _model_problem(value: object) -> str:
     if isinstance(value, str):
         return f"{suggest(value, MODEL_NAMES, 'model')} Pass one of those names or a mechgym Mechanism instance."
@@ -141,6 +166,9 @@ FIT_OPTION_RULES: dict[str, OptionRule] = {
     ),
     "model_selection": OptionRule(
         "'one_se' or 'best_valid'", lambda v: isinstance(v, str) and v in ("one_se", "best_valid")
+    ),
+    "auto_candidates": OptionRule(
+        "None or a non-empty list of distinct model family names", _is_candidates, _candidates_problem
     ),
     "learn_q0": _BOOL,
     "learn_alpha": _BOOL,
@@ -310,6 +338,15 @@ class FitConfig:
     family must win by more than the validation episodes can resolve. With fewer than two validation episodes
     there is no standard error, and the best held-out NLL is kept. Every family's held-out NLL and its standard
     error are in :attr:`FitResult.model_search`."""
+    auto_candidates: tuple[str, ...] | None = None
+    """the families model="auto" fits, simplest first (default: the game's, from auto_model_candidates)
+
+    ``None`` takes :func:`~diml_inverse.models.auto_model_candidates`: on a small game the interaction model and, with
+    three agents or more, its totals tables; on a larger anonymous game the additive and aggregate count models and
+    the count network; the neural network otherwise. A list replaces them, e.g. ``["interaction",
+    "interaction_totals", "neural"]``, the default before 2026-12-04, which also fitted the network on small games
+    (docs/results.md measures both). ``model_selection`` keeps one of them; a family that nests an earlier one
+    (``interaction_totals`` after ``interaction``) starts from its fit and is screened by its evidence."""
     learn_q0: bool = False
     """learn the initial scores Q(1) per agent and action"""
     learn_alpha: bool = False
@@ -353,7 +390,8 @@ class FitConfig:
 
     ``dynamic=False``. Measured on the CPU: a compiled step is 1.5-2.6x faster, but compiling costs 7-36 s, plus
     more for each new minibatch shape; the published fits and a 1,000-agent fit with 100-agent minibatches came
-    out slower overall. Needs a working C++ compiler on the CPU."""
+    out slower overall. Needs a working C++ compiler on the CPU. It compiles minibatch (Adam) steps; the full-batch
+    L-BFGS fits of the prior families (``optimizer="auto"`` on the interaction and count models) are not compiled."""
     progress: bool = True
     """show a progress bar with the train/valid NLL (otherwise log each epoch at INFO level)"""
     check_memory: bool = True
@@ -363,6 +401,8 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         check_fit_options(**{field.name: getattr(self, field.name) for field in dataclasses.fields(self)})
+        if self.auto_candidates is not None:  # a list (JSON, the command line) is stored as a tuple
+            object.__setattr__(self, "auto_candidates", tuple(self.auto_candidates))
 
     def prior_scoring(self) -> Literal["valid", "evidence"]:
         """What scores a candidate prior: ``prior_selection``, with ``"auto"`` resolved (see its field)."""
@@ -381,6 +421,8 @@ class FitConfig:
         for name in ("model_kwargs", "env_kwargs"):
             if data[name] is not None:
                 data[name] = dict(data[name])
+        if self.auto_candidates is not None:
+            data["auto_candidates"] = list(self.auto_candidates)
         return data
 
 

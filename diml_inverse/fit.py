@@ -237,7 +237,8 @@ def _check_fit_memory(
     device: torch.device,
 ) -> None:
     """Refuse a fit whose estimated memory (:func:`estimate_fit_memory`) exceeds what ``device`` has available."""
-    skeleton = model_skeleton(config.model, truth_like, model_kwargs=_as_dict(config.model_kwargs))  # no allocation
+    model = model_name if config.model == "auto" else config.model  # auto: its first family
+    skeleton = model_skeleton(model, truth_like, model_kwargs=_as_dict(config.model_kwargs))  # no allocation
     window_rounds = None
     if config.round_window is not None:  # a learned alpha may lengthen the default burn-in up to the episode
         longest = config.burn_in if config.burn_in is not None else (traces.n_rounds if config.learn_alpha else None)
@@ -293,7 +294,8 @@ def prepare_fit(
     model = config.model
     model_name = model if isinstance(model, str) else type(model).__name__
     if model_name == "auto":
-        model_name = auto_family_for(truth_like, _as_dict(config.model_kwargs))
+        model_name = auto_family_for(truth_like, _as_dict(config.model_kwargs), config.auto_candidates)
+        model = cast(ModelName, model_name)
     n_valid = 0 if config.valid_fraction == 0 else max(1, round(config.valid_fraction * traces.n_episodes))
     n_valid = min(n_valid, traces.n_episodes - 1)
     if config.check_memory:
@@ -307,7 +309,10 @@ def prepare_fit(
     extras = LearnerParameters(assumed, truth_like.n_agents, truth_like.n_actions, **learned).to(device)
     actions = traces.actions_tensor(device)
     n_train = traces.n_episodes - n_valid
-    auto_families = tuple(auto_model_candidates(truth_like)) if config.model == "auto" else (model_name,)
+    if config.model != "auto":
+        auto_families: tuple[str, ...] = (model_name,)
+    else:
+        auto_families = config.auto_candidates or tuple(auto_model_candidates(truth_like))
     return FitProblem(
         env_id,
         env_kwargs,

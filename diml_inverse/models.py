@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -115,13 +116,17 @@ MAX_AUTO_AGGREGATE_PARAMETERS = 1 << 18
 
 
 def auto_model_candidates(truth_like: Mechanism) -> list[str]:
-    """The families ``model="auto"`` fits, simplest first; :func:`~diml_inverse.fit` keeps one by
-    ``FitConfig.model_selection`` (by default the simplest within one standard error of the best held-out NLL).
+    """The families ``model="auto"`` fits by default, simplest first (``FitConfig.auto_candidates`` replaces them);
+    :func:`~diml_inverse.fit` keeps one by ``FitConfig.model_selection`` (by default the simplest within one standard
+    error of the best held-out NLL).
 
     Small games (see :func:`auto_model_name`): the interaction model (main effects and interactions under a tuned
-    prior); with three agents or more, the interaction model with totals tables (curves in the others' total
+    prior), and with three agents or more the interaction model with totals tables (curves in the others' total
     ``sum_{j != i} a_j``, which represent aggregative games such as threshold participation), when it fits in
-    :data:`MAX_AUTO_INTERACTION_PARAMETERS`; then the neural joint network (E1-E3's).
+    :data:`MAX_AUTO_INTERACTION_PARAMETERS`. The interaction model of every order represents any payoff table, so
+    the neural joint network (E1-E3's) adds no mechanism it cannot hold, only another prior; chosen over it by the
+    held-out NLL of a few validation episodes, the network was worse on every zoo and paper fit where that happened
+    (docs/results.md, "The network as a small-game candidate"), and it is not a default candidate.
 
     Larger anonymous games: the additive count model (free curves in the others' counts under a tuned prior), when
     the curves fit in :data:`MAX_AUTO_ADDITIVE_PARAMETERS`; then
@@ -134,8 +139,8 @@ def auto_model_candidates(truth_like: Mechanism) -> list[str]:
     n, a = truth_like.n_agents, truth_like.n_actions
     if name == "interaction":
         if n >= 3 and interaction_parameter_count(n, a, totals=True) <= MAX_AUTO_INTERACTION_PARAMETERS:
-            return ["interaction", "interaction_totals", "neural"]
-        return ["interaction", "neural"]
+            return ["interaction", "interaction_totals"]
+        return ["interaction"]
     if name == "anonymous" and a + a * a * n <= MAX_AUTO_ADDITIVE_PARAMETERS:
         if a > 2 and aggregate_parameter_count(n, a) <= MAX_AUTO_AGGREGATE_PARAMETERS:
             return ["additive_counts", "aggregate_counts", "anonymous"]
@@ -143,12 +148,19 @@ def auto_model_candidates(truth_like: Mechanism) -> list[str]:
     return [name]
 
 
-def auto_family_for(truth_like: Mechanism, model_kwargs: dict[str, Any] | None) -> str:
-    """The family ``model="auto"`` builds for ``model_kwargs``: with none, the first of
-    :func:`auto_model_candidates`; otherwise the candidate whose constructor takes the most of the keys (a key
+def auto_family_for(
+    truth_like: Mechanism, model_kwargs: dict[str, Any] | None, candidates: Sequence[str] | None = None
+) -> str:
+    """The family ``model="auto"`` builds for ``model_kwargs``: with none, the first of ``candidates`` (default
+    :func:`auto_model_candidates`); otherwise the candidate whose constructor takes the most of the keys (a key
     close to one of its arguments counts half, so that a typo is reported against the family it was meant for).
+    Without ``candidates``, a small game's neural joint network is a candidate here too (``hidden=...`` builds it).
     """
-    candidates = auto_model_candidates(truth_like)
+    if candidates is None:
+        candidates = auto_model_candidates(truth_like)
+        if candidates[0] == "interaction":
+            candidates = [*candidates, "neural"]
+    candidates = list(candidates)
     if not model_kwargs:
         return candidates[0]
 

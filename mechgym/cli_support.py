@@ -304,6 +304,8 @@ def _argument_options(name: str, hint: Any, default: Any) -> dict[str, Any]:
         options = {"type": int if int in plain else float}
     elif any(member is dict or get_origin(member) in (dict, Mapping) for member in plain):
         options = {"type": json_object, "metavar": "JSON"}
+    elif any(get_origin(member) is tuple and get_args(member)[0] is str for member in plain):
+        return {"type": str, "nargs": "+", "metavar": "NAME"}  # a list of names
     else:
         raise TypeError(f"no command-line type for the field {name!r} of type {hint!r}")
     if optional and default is not None:
@@ -319,7 +321,8 @@ def add_dataclass_arguments(
     The help is the first paragraph of the field's docstring (:func:`field_docstrings`). A ``bool`` field is
     a flag: ``--name`` when its default is ``False``, ``--name/--no-name`` when it is ``True``; a ``Literal``
     gives the choices; ``int``, ``float`` and ``str`` are parsed as such (a type that includes ``str`` as a
-    string), an optional one also accepts ``none`` when its default is not ``None``; a mapping is a JSON object.
+    string), an optional one also accepts ``none`` when its default is not ``None``; a mapping is a JSON object; a
+    tuple of strings takes one or more words.
     :func:`dataclass_from_args` reads the options back.
 
     Args:

@@ -117,6 +117,19 @@ def test_fit_with_round_windows_and_agent_batches(trace_file: Path, tmp_path: Pa
     assert (config.round_window, config.burn_in, config.agent_batch_size) == (5, 8, 2)
 
 
+def test_fit_takes_the_auto_candidates_as_words(
+    trace_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fit_path = tmp_path / "candidates.pt"
+    options = ["--auto-candidates", "neural", "tabular"]
+    assert main(["fit", str(trace_file), "--epochs", "1", "-q", "--device", "cpu", "-o", str(fit_path), *options]) == 0
+    fitted = load(fit_path)
+    assert fitted.config.auto_candidates == ("neural", "tabular")
+    assert [row["model"] for row in fitted.model_search] == ["neural", "tabular"]
+    assert main(["fit", str(trace_file), "-q", "-o", str(tmp_path / "bad.pt"), "--auto-candidates", "nerual"]) == 2
+    assert "Did you mean 'neural'" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def fit_file(trace_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("fit") / "fit.pt"

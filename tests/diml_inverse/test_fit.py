@@ -301,7 +301,8 @@ def test_a_failing_compile_is_a_clear_error(e1_traces: TraceDataset, monkeypatch
 
     monkeypatch.setattr(torch, "compile", broken)
     with pytest.raises(ConfigurationError, match=r"torch.compile failed .*cl is not found.*compile=False"):
-        diml_inverse.fit("mechgym/NeuralMechanism-v0", e1_traces, epochs=1, compile=True, progress=False)
+        # the network's Adam steps (full-batch L-BFGS fits of the prior families are not compiled)
+        diml_inverse.fit(E1, e1_traces, model="neural", epochs=1, compile=True, progress=False)
 
 
 def test_a_model_instance_is_copied_never_trained_in_place(e1_traces: TraceDataset) -> None:
