@@ -317,8 +317,8 @@ class EvidenceExpansion:
                     return -math.inf
                 grams, projections = self._class_sums(labels, piece)  # [B, K, r, r], [B, K, r]
                 variance = values.reciprocal()  # [K]: the prior variances
-                gram = torch.einsum("k,bkij->bij", variance, grams)
-                rhs = torch.einsum("k,bki->bi", variance, projections)
+                gram = _weighted_sum(grams, variance)  # [B, r, r]
+                rhs = _weighted_sum(projections, variance)  # [B, r]
                 per_parameter = variance[labels[index]]
 
                 def finish(z: Tensor) -> Tensor:
@@ -459,6 +459,15 @@ class _ComponentFactor:
                 factor.transpose(-1, -2) if transpose else factor, x[local], upper=transpose
             )
         return out
+
+
+def _weighted_sum(per_class: Tensor, weights: Tensor) -> Tensor:
+    """``sum_k weights[k] * per_class[:, k]`` over the class axis 1, one in-place pass per class: an ``einsum`` over
+    ``[B, K, r, r]`` first copies it with the class axis last, which costs several times as much."""
+    out = per_class[:, 0] * weights[0]
+    for k in range(1, per_class.shape[1]):
+        out.add_(per_class[:, k], alpha=float(weights[k]))
+    return out
 
 
 def _couples(precision: Tensor, blocks: tuple[Tensor, ...]) -> bool:

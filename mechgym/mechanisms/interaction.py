@@ -24,6 +24,7 @@ fit (``optimizer="lbfgs"``) reaches its optimum.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Any
@@ -52,6 +53,41 @@ def interaction_parameter_count(
 def n_totals(n_agents: int, n_actions: int) -> int:
     """The values ``0 .. (N - 1)(A - 1)`` of the others' total ``s_-i = sum_{j != i} a_j``."""
     return (n_agents - 1) * (n_actions - 1) + 1
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(n: int, a: int, max_order: int, totals: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The index layout of an interaction model, on the CPU: ``(strides [C, N], offsets [C], owners [C, N] one-hot,
+    orders [P])`` over its ``C`` terms (each agent's subsets of the others up to ``max_order``, then its totals
+    table) and ``P`` parameters (``max_order + 1`` marks the totals tables). Cached: the prior search builds the
+    same model many times (the evidence's surrogate, one model per prior tried)."""
+    cpu = torch.device("cpu")
+    strides, offsets, owners, orders = [], [], [], []
+    start = 0
+    for agent in range(n):
+        others = [j for j in range(n) if j != agent]
+        for order in range(max_order + 1):
+            for subset in itertools.combinations(others, order):
+                stride = torch.zeros(n, dtype=torch.long, device=cpu)
+                for position, member in enumerate((agent, *subset)):
+                    stride[member] = a ** (order - position)
+                strides.append(stride)
+                offsets.append(start)
+                owners.append(agent)
+                size = a ** (order + 1)
+                orders.append(torch.full((size,), order, device=cpu))
+                start += size
+        if totals:  # index a_i * n_totals + sum_{j != i} a_j
+            stride = torch.ones(n, dtype=torch.long, device=cpu)
+            stride[agent] = n_totals(n, a)
+            strides.append(stride)
+            offsets.append(start)
+            owners.append(agent)
+            size = a * n_totals(n, a)
+            orders.append(torch.full((size,), max_order + 1, device=cpu))
+            start += size
+    one_hot = torch.nn.functional.one_hot(torch.tensor(owners, device=cpu), n).float()
+    return torch.stack(strides), torch.tensor(offsets, device=cpu), one_hot, torch.cat(orders)
 
 
 class InteractionMechanism(Mechanism):
@@ -106,35 +142,14 @@ class InteractionMechanism(Mechanism):
         self.prior_total = None if prior_total is None else check_positive(prior_total, "prior_total")
         totals = self.prior_total is not None and n >= 3
         self.check_parameter_memory(interaction_parameter_count(n, a, self.max_order, totals))
-        strides, offsets, owners, orders = [], [], [], []
-        start = 0
-        for agent in range(n):
-            others = [j for j in range(n) if j != agent]
-            for order in range(self.max_order + 1):
-                for subset in itertools.combinations(others, order):
-                    stride = torch.zeros(n, dtype=torch.long)
-                    for position, member in enumerate((agent, *subset)):
-                        stride[member] = a ** (order - position)
-                    strides.append(stride)
-                    offsets.append(start)
-                    owners.append(agent)
-                    size = a ** (order + 1)
-                    orders.append(torch.full((size,), order))
-                    start += size
-            if totals:  # index a_i * n_totals + sum_{j != i} a_j
-                stride = torch.ones(n, dtype=torch.long)
-                stride[agent] = n_totals(n, a)
-                strides.append(stride)
-                offsets.append(start)
-                owners.append(agent)
-                size = a * n_totals(n, a)
-                orders.append(torch.full((size,), self.max_order + 1))
-                start += size
-        self.register_buffer("_strides", torch.stack(strides), persistent=False)  # [C, N]
-        self.register_buffer("_offsets", torch.tensor(offsets), persistent=False)  # [C]
-        self.register_buffer("_owners", torch.nn.functional.one_hot(torch.tensor(owners), n).float(), persistent=False)
-        order_of = torch.cat(orders)
+        strides, offsets, owners, order_of = (
+            tensor.to(torch.empty(()).device, copy=True) for tensor in _layout(n, a, self.max_order, totals)
+        )  # copies on the default device (``meta`` for a skeleton): the cached tensors are never handed out
+        self.register_buffer("_strides", strides, persistent=False)  # [C, N]
+        self.register_buffer("_offsets", offsets, persistent=False)  # [C]
+        self.register_buffer("_owners", owners, persistent=False)  # [C, N]
         self.register_buffer("_orders", order_of, persistent=False)  # [P]
+        start = order_of.shape[0]
         scale = self.prior_scale * self.prior_decay ** order_of.double()
         if self.prior_total is not None and totals:
             scale[order_of == self.max_order + 1] = self.prior_scale * self.prior_total
