@@ -153,7 +153,8 @@ def _table_hessian(flat: FlatFit, actions: Tensor) -> tuple[Tensor, list[tuple[T
         params = {name.removeprefix("mechanism."): value for name, value in flat.params(theta).items()}
         return functional_call(mechanism, params, (joint,)).reshape(-1)
 
-    jacobian = jacrev(table_of)(flat.theta)  # [A**N * N, P]
+    exact = getattr(mechanism, "table_jacobian", None) if flat.names == ("mechanism.theta",) else None
+    jacobian = exact(joint).to(flat.theta.dtype) if exact is not None else jacrev(table_of)(flat.theta)  # [A**N * N, P]
     table = TabularMechanism(mechanism.n_agents, mechanism.n_actions).to(flat.theta.dtype)
     free = FlatFit(
         _Fitted(table, flat.module.learner, None),
@@ -161,7 +162,7 @@ def _table_hessian(flat: FlatFit, actions: Tensor) -> tuple[Tensor, list[tuple[T
         (table.table.shape,),
         table_of(flat.theta).detach(),
     )
-    table_hessian, groups = _grouped_hessian_and_groups(free, actions)
+    table_hessian, groups = _free_table_hessian(free, actions)
     if groups is None:
         hessian = jacobian.T @ table_hessian @ jacobian
     else:  # H_T is block-diagonal over the agents' groups, and an agent's rows of J read that agent's parameters only
@@ -188,6 +189,28 @@ def _table_hessian(flat: FlatFit, actions: Tensor) -> tuple[Tensor, list[tuple[T
         for columns, rows, (values, vectors) in parts
     ]
     return hessian, roots
+
+
+#: The last free-table Hessian :func:`_table_hessian` made, with what it depends on: ``(table, actions, learner,
+#: (Hessian, groups))``. ``model="auto"`` expands two nested families at the same payoff table (the interaction model's
+#: fit, and its totals tables started from it), so the second reuses the first's Hessian-vector products.
+_LAST_TABLE_HESSIAN: list[tuple[Tensor, Tensor, object, tuple[Tensor, list[Tensor] | None]]] = []
+#: Free-table Hessians above this many entries are not kept (a float64 ``[A**N N, A**N N]``: 64 MiB at 2,896 entries).
+_KEPT_TABLE_HESSIAN_ENTRIES = 1 << 23
+
+
+def _free_table_hessian(free: FlatFit, actions: Tensor) -> tuple[Tensor, list[Tensor] | None]:
+    """:func:`_grouped_hessian_and_groups` of the free table ``free``, reused when the last call had the same table
+    values (bit for bit), actions and learner."""
+    learner = free.module.learner
+    for table, seen, seen_learner, kept in _LAST_TABLE_HESSIAN:
+        if seen_learner == learner and torch.equal(table, free.theta) and torch.equal(seen, actions):
+            return kept
+    computed = _grouped_hessian_and_groups(free, actions)
+    _LAST_TABLE_HESSIAN.clear()
+    if free.theta.numel() ** 2 <= _KEPT_TABLE_HESSIAN_ENTRIES:
+        _LAST_TABLE_HESSIAN.append((free.theta.clone(), actions.clone(), learner, computed))
+    return computed
 
 
 def _second_order_term(flat: FlatFit, free: FlatFit, actions: Tensor, table_of: Callable[[Tensor], Tensor]) -> Tensor:

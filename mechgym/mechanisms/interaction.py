@@ -173,6 +173,16 @@ class InteractionMechanism(Mechanism):
     def _use_table(self, joint_actions: Tensor) -> bool:
         return True
 
+    def table_jacobian(self, joint_actions: Tensor) -> Tensor:
+        """``d payoffs / d theta`` ``[J * N, P]`` at the joint actions ``[J, N]``, with the payoffs flattened row by
+        row (``forward(joint_actions).reshape(-1)``): each payoff is a sum of entries of ``theta``, so the Jacobian
+        is a 0/1 count of the entries each payoff reads, the same at every ``theta``."""
+        index = joint_actions @ self._strides.T + self._offsets  # [J, C]
+        agent = self._owners.argmax(-1)  # [C]: each term belongs to one agent
+        rows = torch.arange(joint_actions.shape[0], device=index.device)[:, None] * self.n_agents + agent
+        jacobian = torch.zeros(joint_actions.shape[0] * self.n_agents, self.theta.numel(), dtype=self.theta.dtype)
+        return jacobian.index_put_((rows.reshape(-1), index.reshape(-1)), torch.ones((), dtype=jacobian.dtype), True)
+
     def prior_penalty(self) -> Tensor:
         """The negative log prior up to a constant: ``0.5 * sum_k theta_k**2 / sigma_k**2``."""
         return 0.5 * (self._precision.to(self.theta.dtype) * self.theta.square()).sum()

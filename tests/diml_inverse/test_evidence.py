@@ -25,7 +25,13 @@ from diml_inverse.uncertainty.evidence import (
 )
 from diml_inverse.uncertainty.information import StandardErrorsError, flat_fit, hessian_columns
 from mechgym.errors import ConfigurationError
-from mechgym.mechanisms import AdditiveCountMechanism, AggregateCountMechanism, InteractionMechanism, Mechanism
+from mechgym.mechanisms import (
+    AdditiveCountMechanism,
+    AggregateCountMechanism,
+    InteractionMechanism,
+    Mechanism,
+    TotalsInteractionMechanism,
+)
 from mechgym.traces import TraceDataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -316,6 +322,33 @@ def test_the_grouped_and_table_hessians_equal_one_product_per_parameter(traces: 
     expansion = evidence_expansion(result, actions)
     assert len(expansion.blocks) >= 3  # one per agent at least (unread parameters are blocks of their own)
     torch.testing.assert_close(expansion.hessian, full, rtol=0, atol=1e-5 * float(full.abs().max()))
+
+
+def test_a_nested_family_at_the_same_payoff_table_reuses_the_free_table_hessian(
+    traces: TraceDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``model="auto"`` expands the interaction model's fit and then its totals tables started from it: the same payoff
+    table, so the second expansion reuses the first's free-table Hessian, and gets the Hessian it would compute."""
+    import diml_inverse.uncertainty.evidence as evidence
+
+    result = _map_fit(traces, prior_scale=1.0, prior_decay=0.5)
+    nested = copy.copy(result)
+    nested.mechanism = TotalsInteractionMechanism(3, 4, prior_total=1.0).starting_from(result.mechanism)
+    actions = traces.actions_tensor()
+    computed = []
+    original = evidence._grouped_hessian_and_groups
+    monkeypatch.setattr(evidence, "_grouped_hessian_and_groups", lambda *a: computed.append(1) or original(*a))
+    evidence._LAST_TABLE_HESSIAN.clear()
+    first = _table_hessian(flat_fit(result), actions)
+    reused = _table_hessian(flat_fit(nested), actions)
+    assert len(computed) == 1  # the second found the same table, actions and learner
+    evidence._LAST_TABLE_HESSIAN.clear()
+    fresh = _table_hessian(flat_fit(nested), actions)
+    assert len(computed) == 2 and first is not None and reused is not None and fresh is not None
+    assert torch.equal(reused[0], fresh[0])
+    other = traces.actions_tensor()[:-1]  # other actions: computed again
+    _table_hessian(flat_fit(nested), other)
+    assert len(computed) == 3
 
 
 def test_the_table_hessian_of_a_nonlinear_model_has_its_second_order_term(traces: TraceDataset) -> None:

@@ -276,3 +276,22 @@ def test_families_are_registered_and_rebuild_from_their_config(family: str) -> N
     rebuilt.load_state_dict(model.state_dict())
     joint = torch.randint(0, 3, (4, 6), generator=torch.Generator().manual_seed(7))
     torch.testing.assert_close(rebuilt(joint), model(joint))
+
+
+@pytest.mark.parametrize("options", [{}, {"prior_total": 1.0}, {"max_order": 1}])
+def test_the_interaction_models_table_jacobian_is_the_autograd_one(options: dict[str, float]) -> None:
+    from torch.func import functional_call, jacrev
+
+    from mechgym.mechanisms.base import all_joint_actions
+
+    cls = TotalsInteractionMechanism if "prior_total" in options else InteractionMechanism
+    model = cls(4, 3, **options)
+    with torch.no_grad():
+        model.theta.normal_(generator=torch.Generator().manual_seed(0))
+    joint = all_joint_actions(4, 3)
+
+    def payoffs(theta: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, {"theta": theta}, (joint,)).reshape(-1)
+
+    autograd = jacrev(payoffs)(model.theta.detach())
+    assert torch.equal(model.table_jacobian(joint), autograd)
