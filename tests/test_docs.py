@@ -115,6 +115,13 @@ NOT_RUN: dict[tuple[str, str], str] = {
         "docs/results.md",
         "python -m diml_inverse.experiments.openspiel_games --seeds 0 1 2 --out runs/openspiel --threads 1",
     ): "six OpenSpiel games: 36 fits, 3 minutes (tests/diml_inverse/experiments/test_openspiel_games.py: --smoke)",
+    (
+        "docs/results.md",
+        "python -m diml_inverse.experiments zoo --games RandomNormalForm RandomNormalFormWeak RandomNormalFormStrong  "
+        "Polymatrix Coordination AntiCoordination ShapleyCostSharing PluralityVoting ThresholdParticipation E1 E2 E3  "
+        "--seeds 0 1 2 --out runs/zoo_new --threads 1 --workers 1",
+    ): "the small zoo games and E1-E3 with and without the network as a candidate: 54 fits, minutes "
+    "(test_zoo.py runs the zoo with --smoke; test_fit_full_batch.py refits E1 seed 2)",
     ("docs/results.md", "python -m diml_inverse.experiments zoo --out runs/zoo --threads 1"): (
         "the recovery zoo: 39 fits, minutes (tests/diml_inverse/experiments/test_zoo.py runs it with --smoke)"
     ),
