@@ -412,9 +412,18 @@ def log_pattern_search(
     """Minimise ``evaluate`` over positive arguments, on a log scale, from ``start``: each argument in turn is
     multiplied or divided by ``step`` while that lowers the value; once a pass moves nothing the step is square-rooted,
     down to ``smallest_step``. Values stay within ``bounds`` (one range for all, or one per argument; always within
-    1e-4 to 1e4) and are rounded to three significant digits."""
+    1e-4 to 1e4) and are rounded to three significant digits. ``evaluate`` must be a function of its point: each point
+    is evaluated once (a move's way back is a point already seen)."""
+    seen: dict[tuple[tuple[str, float], ...], float] = {}
+
+    def value_at(point: dict[str, float]) -> float:
+        key = tuple(sorted(point.items()))
+        if key not in seen:
+            seen[key] = evaluate(point)
+        return seen[key]
+
     current = dict(start)
-    value = evaluate(current)
+    value = value_at(current)
     ranges = {
         name: (max(low, 1e-4), min(high, 1e4))
         for name in current
@@ -429,7 +438,7 @@ def log_pattern_search(
                     trial = float(f"{min(max(current[name] * factor, low), high):.3g}")
                     if trial == current[name]:
                         break
-                    trial_value = evaluate({**current, name: trial})
+                    trial_value = value_at({**current, name: trial})
                     if not trial_value < value:
                         break
                     current[name], value, moved = trial, trial_value, True

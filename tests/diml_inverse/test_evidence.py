@@ -181,6 +181,8 @@ def test_log_pattern_search_finds_a_log_scale_minimum() -> None:
     found = log_pattern_search(bowl, {"scale": 1.0, "decay": 0.25})
     assert found["scale"] == pytest.approx(0.03, rel=0.06) and found["decay"] == pytest.approx(2.0, rel=0.06)
     assert len(calls) < 200
+    points = [tuple(sorted(call.items())) for call in calls]
+    assert len(set(points)) == len(points)  # every point once: a move's way back is not evaluated again
 
 
 def test_log_pattern_search_stays_within_bounds() -> None:
