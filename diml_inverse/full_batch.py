@@ -423,7 +423,7 @@ def log_pattern_search(
         return seen[key]
 
     current = dict(start)
-    value = value_at(current)
+    value = value_at(dict(current))  # a copy: current changes as the search moves
     ranges = {
         name: (max(low, 1e-4), min(high, 1e4))
         for name in current
