@@ -180,7 +180,9 @@ class InteractionMechanism(Mechanism):
         index = joint_actions @ self._strides.T + self._offsets  # [J, C]
         agent = self._owners.argmax(-1)  # [C]: each term belongs to one agent
         rows = torch.arange(joint_actions.shape[0], device=index.device)[:, None] * self.n_agents + agent
-        jacobian = torch.zeros(joint_actions.shape[0] * self.n_agents, self.theta.numel(), dtype=self.theta.dtype)
+        jacobian = torch.zeros(
+            joint_actions.shape[0] * self.n_agents, self.theta.numel(), dtype=self.theta.dtype, device=index.device
+        )
         return jacobian.index_put_((rows.reshape(-1), index.reshape(-1)), torch.ones((), dtype=jacobian.dtype), True)
 
     def prior_penalty(self) -> Tensor:
