@@ -219,6 +219,13 @@ def check_fit_options(**options: Any) -> None:
             f"{name} must be {rule.expected}; got {value!r} ({type(value).__name__}). "
             f"Pass e.g. {name}={_default(name)!r} (the default)"
         )
+    model = options.get("model", "auto")
+    if options.get("auto_candidates") is not None and not (isinstance(model, str) and model == "auto"):
+        shown = model if isinstance(model, str) else type(model).__name__
+        raise ConfigurationError(
+            f"auto_candidates lists the families model='auto' fits, but model={shown!r} fits one family; pass "
+            "model='auto' with them, or auto_candidates=None"
+        )
     if options.get("optimizer") == "lbfgs":
         for name in ("round_window", "agent_batch_size"):
             if options.get(name) is not None:

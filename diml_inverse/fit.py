@@ -769,7 +769,8 @@ def prepare_family(
 ) -> FitProblem | None:
     """The problem of ``model="auto"``'s next ``family``, started from the one it nests (:func:`nested_start`);
     ``None`` when the screen says it is not worth training (its row is then appended to ``search``)."""
-    problem = prepare_fit(env_id, traces, learner, dataclasses.replace(config, model=cast(ModelName, family)))
+    one_family = dataclasses.replace(config, model=cast(ModelName, family), auto_candidates=None)
+    problem = prepare_fit(env_id, traces, learner, one_family)
     problem, screened_out = nested_start(problem, trained, config)
     if screened_out is not None:
         search.append(screened_out)

@@ -246,6 +246,11 @@ def test_auto_candidates_are_checked(value: object, message: str) -> None:
         diml_inverse.FitConfig(auto_candidates=value)  # type: ignore[arg-type]
 
 
+def test_auto_candidates_need_model_auto() -> None:
+    with pytest.raises(ConfigurationError, match=r"model='neural' fits one family; pass model='auto'"):
+        diml_inverse.FitConfig(model="neural", auto_candidates=["interaction"])
+
+
 def test_auto_candidates_by_game_size() -> None:
     three = mechgym.make("mechgym/NeuralMechanism-v0").mechanism
     assert auto_model_candidates(three) == ["interaction", "interaction_totals"]  # the network: auto_candidates
