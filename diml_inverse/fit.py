@@ -663,6 +663,7 @@ def fit(
     started = time.perf_counter()
     config = fit_config(config, overrides, known=("traces", "config", *FIT_ARGUMENTS))
     check_fit_options(env_id=env_id, learner=learner, callback=callback)
+    full_batch.forget_table_hessians()  # reused only within this fit (nested families at the same payoff table)
     problem = prepare_fit(env_id, traces, learner, config)
     families = [problem.model_name]
     if config.model == "auto" and config.model_kwargs is None and problem.valid.shape[0]:
@@ -691,10 +692,16 @@ def fit(
     result = chosen[1].result(chosen[0], config, started, interrupted=False)
     assert result is not None  # at least one epoch ran
     if len(search) > 1:
-        for row in search:
-            row["selected"] = float(row["model"] == result.model_name and row.get("selected", 1.0) == 1.0)
-        result.model_search = search
+        result.model_search = _marked(search, result.model_name)
+    full_batch.forget_table_hessians()
     return result
+
+
+def _marked(search: list[dict[str, float | str]], kept: str) -> list[dict[str, float | str]]:
+    """``search`` with ``selected`` 1.0 on the kept family's selected rows, 0.0 elsewhere."""
+    for row in search:
+        row["selected"] = float(row["model"] == kept and row.get("selected", 1.0) == 1.0)
+    return search
 
 
 def episode_nll(

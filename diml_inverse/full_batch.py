@@ -401,6 +401,14 @@ def nested_evidence_gain(problem: FitProblem, config: FitConfig, argument: str) 
     return surrogate(simpler) - surrogate(richer), richer
 
 
+def forget_table_hessians() -> None:
+    """Drop the free-table Hessian the evidence keeps for the next expansion at the same payoff table
+    (:func:`diml_inverse.uncertainty.evidence.forget_table_hessians`); ``fit`` calls it at its start and end."""
+    from diml_inverse.uncertainty.evidence import forget_table_hessians as forget
+
+    forget()
+
+
 def log_pattern_search(
     evaluate: Callable[[dict[str, float]], float],
     start: dict[str, float],

@@ -199,6 +199,12 @@ _LAST_TABLE_HESSIAN: list[tuple[Tensor, Tensor, object, tuple[Tensor, list[Tenso
 _KEPT_TABLE_HESSIAN_ENTRIES = 1 << 23
 
 
+def forget_table_hessians() -> None:
+    """Drop the kept free-table Hessian (:func:`~diml_inverse.fit` does at its start and end, so that a fit never
+    reuses another fit's, and a benchmark that repeats one fit times it whole)."""
+    _LAST_TABLE_HESSIAN.clear()
+
+
 def _free_table_hessian(free: FlatFit, actions: Tensor) -> tuple[Tensor, list[Tensor] | None]:
     """:func:`_grouped_hessian_and_groups` of the free table ``free``, reused when the last call had the same table
     values (bit for bit), actions and learner."""

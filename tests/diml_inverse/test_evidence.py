@@ -351,6 +351,8 @@ def test_a_nested_family_at_the_same_payoff_table_reuses_the_free_table_hessian(
     other = traces.actions_tensor()[:-1]  # other actions: computed again
     _table_hessian(flat_fit(nested), other)
     assert len(computed) == 3
+    diml_inverse.fit(GAME, traces, epochs=2, progress=False)  # an auto fit: the screen reuses its interaction fit's
+    assert not evidence._LAST_TABLE_HESSIAN  # and the fit forgets it: no fit reuses another's
 
 
 def test_the_table_hessian_of_a_nonlinear_model_has_its_second_order_term(traces: TraceDataset) -> None:
