@@ -79,17 +79,10 @@ def _device_problem(value: object) -> str:
     return ""
 
 
-def _is_candidates(value: object) -> bool:
-    if value is None:
-        return True
-    if not isinstance(value, (list, tuple)) or not value:
-        return False
-    return all(isinstance(name, str) and name in MODEL_NAMES and name != "auto" for name in value) and len(
-        set(value)
-    ) == len(value)
-
-
 def _candidates_problem(value: object) -> str:
+    """Why ``value`` is not an ``auto_candidates`` (``""`` when it is one: ``None`` or distinct family names)."""
+    if value is None:
+        return ""
     families = [name for name in MODEL_NAMES if name != "auto"]
     if isinstance(value, (list, tuple)) and value:
         for name in value:
@@ -97,7 +90,9 @@ def _candidates_problem(value: object) -> str:
                 return "auto_candidates lists the families model='auto' fits, so 'auto' is not one of them"
             if not isinstance(name, str) or name not in families:
                 return f"auto_candidates: {suggest(str(name), families, 'model family')} Pass family names."
-        return f"auto_candidates names a family twice: {list(value)!r}; name each family once"
+        if len(set(value)) < len(value):
+            return f"auto_candidates names a family twice: {list(value)!r}; name each family once"
+        return ""
     return (
         "auto_candidates must be None (the families auto_model_candidates gives the game) or a non-empty list of "
         f"model family names, simplest first, e.g. ['interaction', 'neural']; got {value!r} ({type(value).__name__})"
@@ -168,7 +163,9 @@ FIT_OPTION_RULES: dict[str, OptionRule] = {
         "'one_se' or 'best_valid'", lambda v: isinstance(v, str) and v in ("one_se", "best_valid")
     ),
     "auto_candidates": OptionRule(
-        "None or a non-empty list of distinct model family names", _is_candidates, _candidates_problem
+        "None or a non-empty list of distinct model family names",
+        lambda v: not _candidates_problem(v),
+        _candidates_problem,
     ),
     "learn_q0": _BOOL,
     "learn_alpha": _BOOL,

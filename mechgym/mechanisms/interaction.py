@@ -167,8 +167,11 @@ class InteractionMechanism(Mechanism):
         }
 
     def forward(self, joint_actions: Tensor) -> Tensor:
-        index = joint_actions @ self._strides.T + self._offsets  # [..., C]
-        return self.theta[index] @ self._owners.to(self.theta.dtype)  # [..., N]
+        return self.theta[self._term_index(joint_actions)] @ self._owners.to(self.theta.dtype)  # [..., N]
+
+    def _term_index(self, joint_actions: Tensor) -> Tensor:
+        """``[..., C]``: the entry of ``theta`` each term reads at each joint action."""
+        return joint_actions @ self._strides.T + self._offsets
 
     def _use_table(self, joint_actions: Tensor) -> bool:
         return True
@@ -177,7 +180,7 @@ class InteractionMechanism(Mechanism):
         """``d payoffs / d theta`` ``[J * N, P]`` at the joint actions ``[J, N]``, with the payoffs flattened row by
         row (``forward(joint_actions).reshape(-1)``): each payoff is a sum of entries of ``theta``, so the Jacobian
         is a 0/1 count of the entries each payoff reads, the same at every ``theta``."""
-        index = joint_actions @ self._strides.T + self._offsets  # [J, C]
+        index = self._term_index(joint_actions)  # [J, C]
         agent = self._owners.argmax(-1)  # [C]: each term belongs to one agent
         rows = torch.arange(joint_actions.shape[0], device=index.device)[:, None] * self.n_agents + agent
         jacobian = torch.zeros(
